@@ -1,0 +1,89 @@
+"""Builds the aiohttp application: settings → store/broker → services → routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from livesignal.appkeys import SERVICES
+from livesignal.http_compat.routes import add_rest_routes, rest_errors
+from livesignal.http_compat.server_auth import add_server_routes
+from livesignal.media.routes import add_media_routes
+from livesignal.settings import Settings
+from livesignal.signal.auth import RtcTokenCodec, StreamUrls, TokenCodec
+from livesignal.signal.broker.memory import MemoryBroker
+from livesignal.signal.clock import Clock, SystemClock
+from livesignal.signal.context import ServiceContext
+from livesignal.signal.services import Services, build_services
+from livesignal.signal.store.memory import MemoryStore
+from livesignal.signal.sweeper import sweep_interval
+
+log = logging.getLogger(__name__)
+
+# Requests are bounded per route (64 KiB JSON bodies); this only caps what aiohttp buffers.
+CLIENT_MAX_SIZE = 1024 * 1024
+
+
+def effective_jwt_secret(settings: Settings) -> str:
+    """The configured client-token secret, or a random one for this process (with a warning)."""
+    if settings.auth.jwt_secret:
+        return settings.auth.jwt_secret
+    log.warning(
+        "auth.jwt_secret is empty: using a random per-process secret; tokens will not survive "
+        "a restart and `livesignal token` cannot issue tokens for this server"
+    )
+    return secrets.token_urlsafe(48)
+
+
+def build_context(settings: Settings, clock: Clock | None = None) -> ServiceContext:
+    if settings.store.backend != "memory":
+        raise NotImplementedError(
+            f"store.backend {settings.store.backend!r} is not available yet; use 'memory'"
+        )
+    clock = clock or SystemClock()
+    return ServiceContext(
+        settings=settings,
+        clock=clock,
+        store=MemoryStore(),
+        broker=MemoryBroker(clock),
+        tokens=TokenCodec(effective_jwt_secret(settings), settings.auth.token_ttl),
+        rtc_tokens=RtcTokenCodec(settings.rtc),
+        urls=StreamUrls(settings.stream, settings.rtc),
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    run_sweeper: bool = True,
+) -> web.Application:
+    """The whole server on one aiohttp app. `run_sweeper=False` leaves timers to the caller."""
+    ctx = build_context(settings, clock)
+    services = build_services(ctx)
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[rest_errors])
+    app[SERVICES] = services
+    add_rest_routes(app)
+    add_server_routes(app)
+    add_media_routes(app, settings, ctx.clock)
+    if run_sweeper:
+        app.cleanup_ctx.append(_sweeper_context(services, sweep_interval(settings)))
+    return app
+
+
+def _sweeper_context(
+    services: Services, interval: float
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def run_sweeper(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(services.sweeper.run(interval), name="livesignal-sweeper")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return run_sweeper

@@ -1,0 +1,1 @@
+"""The REST compatibility layer: the documented endpoints over the shared operation table."""

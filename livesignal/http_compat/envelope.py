@@ -1,0 +1,69 @@
+"""The REST envelope (PROTOCOL §3.1): request ids, success and error bodies, JSON bodies."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from livesignal.signal.errors import ApiError, BadRequest
+
+MAX_BODY = 64 * 1024
+REQUEST_ID_HEADER = "X-Reqid"
+MAX_REQUEST_ID = 128
+
+
+def request_id_of(request: web.Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER)
+    if given and len(given) <= MAX_REQUEST_ID:
+        return given
+    return secrets.token_hex(12)
+
+
+def _respond(status: int, body: dict[str, Any], request_id: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers={REQUEST_ID_HEADER: request_id},
+    )
+
+
+def success(request_id: str, data: Any) -> web.Response:
+    body = {"request_id": request_id, "code": 0, "message": "success", "data": data}
+    return _respond(200, body, request_id)
+
+
+def failure(request_id: str, error: ApiError) -> web.Response:
+    body = {"request_id": request_id, "code": error.code, "message": error.message}
+    return _respond(error.http_status, body, request_id)
+
+
+def plain_failure(request_id: str, http_status: int, message: str) -> web.Response:
+    body = {"request_id": request_id, "code": http_status, "message": message}
+    return _respond(http_status, body, request_id)
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object ({} when empty); BadRequest if malformed or > 64 KiB."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise BadRequest(f"body larger than {MAX_BODY} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.content.iter_chunked(MAX_BODY):
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BadRequest(f"body larger than {MAX_BODY} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("malformed JSON body") from exc
+    if not isinstance(value, dict):
+        raise BadRequest("the body must be a JSON object")
+    return value

@@ -1,0 +1,162 @@
+"""Typed settings: TOML file + built-in defaults. Unknown sections or keys are errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_ENV = "LIVESIGNAL_CONFIG"
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+@dataclass
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass
+class AuthSettings:
+    jwt_secret: str = ""
+    token_ttl: int = 604800
+    server_access_key: str = ""
+    server_secret_key: str = ""
+
+
+@dataclass
+class PresenceSettings:
+    heartbeat_interval: float = 5.0
+    missed_heartbeats: int = 3
+    anchor_offline_close: float = 600.0
+
+    @property
+    def timeout(self) -> float:
+        """Silence longer than this means the member is gone."""
+        return self.heartbeat_interval * self.missed_heartbeats
+
+
+@dataclass
+class RelaySettings:
+    accept_mode: str = "invite"
+    invite_timeout: float = 30.0
+
+
+@dataclass
+class StoreSettings:
+    backend: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
+@dataclass
+class StreamSettings:
+    publish_base: str = "rtmp://127.0.0.1:1935/live"
+    rtmp_play_base: str = "rtmp://127.0.0.1:1935/live"
+    flv_play_base: str = "http://127.0.0.1:8088/live"
+    hls_play_base: str = "http://127.0.0.1:8088/hls"
+    security: str = "expiry"
+    publish_key: str = "change-me"
+    publish_ttl: int = 3600
+
+
+@dataclass
+class RtcSettings:
+    app_id: str = "livesignal"
+    access_key: str = "ak"
+    secret_key: str = "sk-change-me"
+    token_ttl: int = 86400
+
+
+@dataclass
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    presence: PresenceSettings = field(default_factory=PresenceSettings)
+    relay: RelaySettings = field(default_factory=RelaySettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    rtc: RtcSettings = field(default_factory=RtcSettings)
+
+    def __post_init__(self) -> None:
+        _check_choice("relay.accept_mode", self.relay.accept_mode, ("invite", "auto"))
+        _check_choice("store.backend", self.store.backend, ("memory", "redis"))
+        _check_choice(
+            "stream.security", self.stream.security, ("none", "static", "expiry", "expiry_sk")
+        )
+        if not 0 <= self.server.port <= 65535:
+            raise SettingsError(f"server.port: {self.server.port} is not a TCP port")
+        positive = {
+            "presence.heartbeat_interval": self.presence.heartbeat_interval,
+            "presence.missed_heartbeats": self.presence.missed_heartbeats,
+            "presence.anchor_offline_close": self.presence.anchor_offline_close,
+            "relay.invite_timeout": self.relay.invite_timeout,
+            "auth.token_ttl": self.auth.token_ttl,
+            "stream.publish_ttl": self.stream.publish_ttl,
+            "rtc.token_ttl": self.rtc.token_ttl,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise SettingsError(f"{name}: must be greater than 0, got {value}")
+        secret = self.auth.jwt_secret
+        if secret and len(secret.encode()) < 32:
+            raise SettingsError("auth.jwt_secret: must be at least 32 bytes (or empty)")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise SettingsError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _coerce(name: str, value: Any, expected: type) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, expected):
+        raise SettingsError(f"{name}: expected {expected.__name__}, got {value!r}")
+    return value
+
+
+def settings_from_mapping(raw: dict[str, Any]) -> Settings:
+    """Build settings from a parsed TOML document, rejecting unknown sections and keys."""
+    sections: dict[str, Any] = {}
+    known = {f.name: f for f in dataclasses.fields(Settings)}
+    for section_name, section_values in raw.items():
+        if section_name not in known:
+            raise SettingsError(f"unknown config section [{section_name}]")
+        if not isinstance(section_values, dict):
+            raise SettingsError(f"[{section_name}] must be a table")
+        section_type = _section_type(section_name)
+        hints = {f.name: f for f in dataclasses.fields(section_type)}
+        values: dict[str, Any] = {}
+        for key, value in section_values.items():
+            if key not in hints:
+                raise SettingsError(f"unknown config key {section_name}.{key}")
+            expected = type(getattr(section_type(), key))
+            values[key] = _coerce(f"{section_name}.{key}", value, expected)
+        sections[section_name] = section_type(**values)
+    return Settings(**sections)
+
+
+def _section_type(name: str) -> type[Any]:
+    default = getattr(Settings(), name)
+    return type(default)
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load settings from `path`, else from $LIVESIGNAL_CONFIG, else the built-in defaults."""
+    chosen = path if path is not None else os.environ.get(CONFIG_ENV) or None
+    if chosen is None:
+        return Settings()
+    try:
+        with open(chosen, "rb") as handle:
+            raw = tomllib.load(handle)
+    except OSError as exc:
+        raise SettingsError(f"cannot read config {chosen}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config {chosen} is not valid TOML: {exc}") from exc
+    return settings_from_mapping(raw)

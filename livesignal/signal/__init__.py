@@ -1,0 +1,1 @@
+"""The signalling core: model, services, store and broker, and the WebSocket transport."""

@@ -1,0 +1,101 @@
+"""In-process broker: synchronous, ordered delivery to local listeners; bounded history."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+from livesignal.signal.broker.base import (
+    HISTORY_AGE,
+    HISTORY_SIZE,
+    Replay,
+    RoomListener,
+    UserListener,
+)
+from livesignal.signal.clock import Clock
+from livesignal.signal.events import RoomEvent, room_event, user_event_frame
+
+log = logging.getLogger(__name__)
+
+
+class _RoomStream:
+    __slots__ = ("seq", "history", "listeners")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.history: deque[RoomEvent] = deque(maxlen=HISTORY_SIZE)
+        self.listeners: dict[RoomListener, None] = {}  # insertion-ordered set
+
+
+class MemoryBroker:
+    def __init__(self, clock: Clock, history_age: float = HISTORY_AGE) -> None:
+        self._clock = clock
+        self._history_age = history_age
+        self._rooms: dict[str, _RoomStream] = {}
+        self._users: dict[str, dict[UserListener, None]] = {}
+
+    def _stream(self, live_id: str) -> _RoomStream:
+        stream = self._rooms.get(live_id)
+        if stream is None:
+            stream = self._rooms[live_id] = _RoomStream()
+        return stream
+
+    async def publish_room(self, live_id: str, name: str, data: dict[str, Any]) -> RoomEvent:
+        stream = self._stream(live_id)
+        stream.seq += 1
+        event = room_event(live_id, stream.seq, name, data, self._clock.now())
+        stream.history.append(event)
+        for listener in list(stream.listeners):
+            try:
+                listener(event)
+            except Exception:  # one broken listener must not starve the room
+                log.exception("room listener failed for %s", live_id)
+        return event
+
+    async def publish_user(self, user_id: str, name: str, data: dict[str, Any]) -> None:
+        listeners = self._users.get(user_id)
+        if not listeners:
+            return
+        frame = user_event_frame(name, data)
+        for listener in list(listeners):
+            try:
+                listener(frame)
+            except Exception:
+                log.exception("user listener failed for %s", user_id)
+
+    def subscribe_room(self, live_id: str, listener: RoomListener) -> None:
+        self._stream(live_id).listeners[listener] = None
+
+    def unsubscribe_room(self, live_id: str, listener: RoomListener) -> None:
+        stream = self._rooms.get(live_id)
+        if stream is not None:
+            stream.listeners.pop(listener, None)
+
+    def subscribe_user(self, user_id: str, listener: UserListener) -> None:
+        self._users.setdefault(user_id, {})[listener] = None
+
+    def unsubscribe_user(self, user_id: str, listener: UserListener) -> None:
+        listeners = self._users.get(user_id)
+        if listeners is not None:
+            listeners.pop(listener, None)
+            if not listeners:
+                del self._users[user_id]
+
+    async def current_seq(self, live_id: str) -> int:
+        stream = self._rooms.get(live_id)
+        return stream.seq if stream is not None else 0
+
+    async def replay(self, live_id: str, since: int) -> Replay:
+        stream = self._rooms.get(live_id)
+        if stream is None:
+            return Replay(recovered=since == 0, seq=0, events=[])
+        oldest_allowed = self._clock.now() - self._history_age
+        held = [e for e in stream.history if e.seq > since and e.published_at >= oldest_allowed]
+        wanted = stream.seq - since
+        if len(held) != wanted:
+            return Replay(recovered=False, seq=stream.seq, events=[])
+        return Replay(recovered=True, seq=stream.seq, events=held)
+
+    async def forget_room(self, live_id: str) -> None:
+        self._rooms.pop(live_id, None)

@@ -1,0 +1,48 @@
+"""Time as the services see it: injectable so that timeouts are tested without sleeping."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
+
+# The original server formats and parses wall times in China Standard Time.
+CHINA_TZ = timezone(timedelta(hours=8))
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Unix time in seconds."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+class ManualClock:
+    """A clock that moves only when told to: for tests and simulations."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self._now = start
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+
+def format_china_time(unix: float | None) -> str:
+    """'YYYY-MM-DD HH:MM:SS' in UTC+8, or '' for no time."""
+    if unix is None:
+        return ""
+    return datetime.fromtimestamp(unix, CHINA_TZ).strftime(TIME_FORMAT)
+
+
+def parse_china_time(text: str) -> int:
+    """Parse 'YYYY-MM-DD HH:MM:SS' (UTC+8) into unix seconds; ValueError if malformed."""
+    parsed = datetime.strptime(text, TIME_FORMAT).replace(tzinfo=CHINA_TZ)
+    return int(parsed.timestamp())

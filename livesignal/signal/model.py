@@ -1,0 +1,105 @@
+"""The domain records the store keeps: users, rooms, members, relays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class RoomStatus(IntEnum):
+    CREATED = 0
+    LIVE = 1
+    ENDED = 2
+
+
+class RelayStatus(IntEnum):
+    INVITED = 0  # waiting for the receiver to accept
+    ACCEPTED = 1
+    INIT_STARTED = 2  # the initiator reported its cross-room push
+    RECV_STARTED = 3  # the receiver reported its cross-room push
+    BOTH_STARTED = 4
+    REJECTED = 5
+    ENDED = 6
+
+    @property
+    def is_active(self) -> bool:
+        """Status 0-4: the relay still occupies both rooms."""
+        return self <= RelayStatus.BOTH_STARTED
+
+    @property
+    def is_established(self) -> bool:
+        """Status 1-4: both anchors agreed and the relay has not ended."""
+        return RelayStatus.ACCEPTED <= self <= RelayStatus.BOTH_STARTED
+
+
+@dataclass(slots=True)
+class User:
+    user_id: str
+    im_userid: int
+    nick: str
+    avatar: str = ""
+    extends: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Room:
+    live_id: str
+    title: str
+    anchor_id: str
+    chat_id: int
+    created_at: float
+    notice: str = ""
+    cover_url: str = ""
+    extends: dict[str, str] = field(default_factory=dict)
+    status: RoomStatus = RoomStatus.CREATED
+    scheduled_start: int | None = None  # the create call's start_at
+    scheduled_end: int | None = None  # the create call's end_at
+    publish_expire_at: int | None = None
+    started_at: float | None = None  # when it went live
+    ended_at: float | None = None
+    # Monotonic ordering keys: "newest first" must not depend on clock resolution.
+    create_order: int = 0
+    start_order: int = 0
+    pv: int = 0
+    uv: int = 0
+    # Since when the anchor has been absent while the room was live (None: present or n/a).
+    anchor_absent_since: float | None = None
+    relay_id: str = ""  # the relay at status 0-4 that involves this room, if any
+    version: int = 0
+
+
+@dataclass(slots=True)
+class Member:
+    """A user's presence in a room: held by open sockets and/or a recent REST call."""
+
+    user_id: str
+    live_id: str
+    rest_deadline: float  # REST-held presence lapses at this unix time (0: never REST-held)
+    sockets: int = 0  # open sockets attached to the room for this user
+
+    def is_present(self, now: float) -> bool:
+        return self.sockets > 0 or self.rest_deadline > now
+
+
+@dataclass(slots=True)
+class Relay:
+    relay_id: str
+    init_user_id: str
+    init_room_id: str
+    recv_room_id: str
+    recv_user_id: str
+    created_at: float
+    status: RelayStatus = RelayStatus.INVITED
+    started_at: float | None = None  # when it reached status 1
+    stopped_at: float | None = None
+    extends: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+    version: int = 0
+
+    def party(self, user_id: str) -> str | None:
+        """'init', 'recv' or None: which side of the relay `user_id` anchors."""
+        if user_id == self.init_user_id:
+            return "init"
+        if user_id == self.recv_user_id:
+            return "recv"
+        return None

@@ -1,0 +1,99 @@
+"""Who is present where (PROTOCOL §3.3), and the room events that presence changes cause.
+
+A member is held by open sockets and/or a recent REST join/heartbeat. Join, leave and switch
+apply to the user, not to one socket.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from livesignal.signal import events
+from livesignal.signal.context import ServiceContext
+from livesignal.signal.errors import NotFound
+from livesignal.signal.model import RoomStatus
+from livesignal.signal.store.base import Departure, JoinOutcome
+from livesignal.signal.views import user_view
+
+# User-directed control event (not sent to clients): the user's sockets attached to
+# `live_id` must detach because the user left or switched rooms by some other transport.
+DETACH = "_detach"
+
+
+class PresenceService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+        self._timeout = ctx.settings.presence.timeout
+
+    async def join(self, user_id: str, live_id: str, *, socket: bool = False) -> JoinOutcome:
+        """Make the user present in the room (NotFound / WrongState if it cannot be joined)."""
+        now = self._ctx.clock.now()
+        deadline = None if socket else now + self._timeout
+        outcome = await self._ctx.store.join(user_id, live_id, now, deadline, socket)
+        if outcome.left is not None:
+            departure = Departure(
+                member=outcome.left,
+                room=outcome.left_room,
+                anchor_went_offline=bool(
+                    outcome.left_room and outcome.left_room.anchor_id == user_id
+                ),
+            )
+            await self._announce_departure(departure, events.LEFT_SWITCHED)
+        if outcome.newly_present:
+            user = await self._ctx.store.ensure_user(user_id)
+            await self._ctx.broker.publish_room(
+                live_id, events.MEMBER_JOINED, {"user": user_view(user)}
+            )
+        if outcome.anchor_came_online:
+            await self._ctx.broker.publish_room(live_id, events.ANCHOR_ONLINE, {"user_id": user_id})
+        return outcome
+
+    async def leave(self, user_id: str, live_id: str) -> None:
+        departure = await self._ctx.store.leave(user_id, live_id, self._ctx.clock.now())
+        if departure is None:
+            raise NotFound("not a member of this room")
+        await self._announce_departure(departure, events.LEFT_LEAVE)
+
+    async def heartbeat(self, user_id: str, live_id: str) -> dict[str, Any]:
+        """Refresh REST-held presence; the anchor of a room that is not ended (re)joins it."""
+        room = await self._ctx.store.get_room(live_id)
+        if room is None:
+            raise NotFound("room not found")
+        if room.anchor_id == user_id and room.status != RoomStatus.ENDED:
+            outcome = await self.join(user_id, live_id)
+            return {"live_id": live_id, "live_status": int(outcome.room.status)}
+        now = self._ctx.clock.now()
+        member = await self._ctx.store.heartbeat(user_id, live_id, now + self._timeout)
+        if member is None:
+            raise NotFound("not a member of this room")
+        return {"live_id": live_id, "live_status": int(room.status)}
+
+    async def release_socket(self, user_id: str, live_id: str) -> None:
+        """A socket joined to the room closed; the member leaves if nothing else holds it."""
+        departure = await self._ctx.store.release_socket(user_id, live_id, self._ctx.clock.now())
+        if departure is not None:
+            await self._announce_departure(departure, events.LEFT_LEAVE, detach=False)
+
+    async def expire(self, now: float) -> list[Departure]:
+        """Remove members whose presence lapsed (reason "timeout")."""
+        departures = await self._ctx.store.expire_members(now)
+        for departure in departures:
+            await self._announce_departure(departure, events.LEFT_TIMEOUT)
+        return departures
+
+    async def _announce_departure(
+        self, departure: Departure, reason: str, *, detach: bool = True
+    ) -> None:
+        member = departure.member
+        broker = self._ctx.broker
+        if detach and member.sockets:
+            await broker.publish_user(member.user_id, DETACH, {"live_id": member.live_id})
+        if departure.room is None:
+            return
+        await broker.publish_room(
+            member.live_id, events.MEMBER_LEFT, {"user_id": member.user_id, "reason": reason}
+        )
+        if departure.anchor_went_offline:
+            await broker.publish_room(
+                member.live_id, events.ANCHOR_OFFLINE, {"user_id": member.user_id}
+            )

@@ -1,0 +1,289 @@
+"""Cross-room PK (relay): the state machine of PROTOCOL §3.5 and its live notifications.
+
+Status: 0 invited → 1 accepted → 2/3 one side reported its cross-room push → 4 both did;
+5 rejected and 6 ended are final. Invitations are private to the two anchors; once a relay
+has reached status 1 every change is broadcast to both rooms as `pk.state`.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from livesignal.signal import events
+from livesignal.signal.auth import Identity
+from livesignal.signal.context import ServiceContext
+from livesignal.signal.errors import Forbidden, NotFound, WrongState
+from livesignal.signal.model import Relay, RelayStatus, RoomStatus
+from livesignal.signal.views import relay_view
+
+REASON_REJECTED = "rejected"
+REASON_CANCELED = "canceled"
+REASON_TIMEOUT = "timeout"
+REASON_STOPPED = "stopped"
+REASON_ROOM_ENDED = "room_ended"
+
+# started: (reporting side, status before) -> status after
+_STARTED_TRANSITIONS = {
+    ("init", RelayStatus.ACCEPTED): RelayStatus.INIT_STARTED,
+    ("init", RelayStatus.RECV_STARTED): RelayStatus.BOTH_STARTED,
+    ("recv", RelayStatus.ACCEPTED): RelayStatus.RECV_STARTED,
+    ("recv", RelayStatus.INIT_STARTED): RelayStatus.BOTH_STARTED,
+}
+_ALREADY_REPORTED = {
+    "init": {RelayStatus.INIT_STARTED, RelayStatus.BOTH_STARTED},
+    "recv": {RelayStatus.RECV_STARTED, RelayStatus.BOTH_STARTED},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    before: Relay
+    after: Relay
+
+    @property
+    def changed(self) -> bool:
+        return self.before.status != self.after.status or self.before.extends != self.after.extends
+
+
+class RelayService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+
+    # --- reading -------------------------------------------------------------------------
+    async def get(self, relay_id: str) -> Relay:
+        relay = await self._ctx.store.get_relay(relay_id)
+        if relay is None:
+            raise NotFound("relay not found")
+        return relay
+
+    async def info(self, relay_id: str) -> dict[str, Any]:
+        return relay_view(await self.get(relay_id))
+
+    async def pending(self, caller: Identity) -> dict[str, Any]:
+        relays = await self._ctx.store.active_relays()
+        invited = [
+            r
+            for r in relays
+            if r.status == RelayStatus.INVITED and r.recv_user_id == caller.user_id
+        ]
+        invited.sort(key=lambda r: r.created_at)
+        return {"list": [relay_view(r) for r in invited]}
+
+    def _token_reply(self, relay: Relay, user_id: str) -> dict[str, Any]:
+        token = ""
+        if relay.status.is_established:
+            other_room = relay.recv_room_id if user_id == relay.init_user_id else relay.init_room_id
+            token = self._ctx.rtc_tokens.issue(other_room, user_id, self._ctx.clock.now())
+        return {"relay_id": relay.relay_id, "relay_status": int(relay.status), "relay_token": token}
+
+    async def token(self, caller: Identity, relay_id: str) -> dict[str, Any]:
+        relay = await self.get(relay_id)
+        if relay.party(caller.user_id) is None:
+            raise Forbidden("not a party of this relay")
+        if not relay.status.is_established:
+            raise WrongState("the relay is not established")
+        return self._token_reply(relay, caller.user_id)
+
+    # --- starting ------------------------------------------------------------------------
+    async def start(
+        self, caller: Identity, init_room_id: str, recv_room_id: str, recv_user_id: str
+    ) -> dict[str, Any]:
+        store = self._ctx.store
+        init_room = await store.get_room(init_room_id)
+        recv_room = await store.get_room(recv_room_id)
+        if init_room is None or recv_room is None:
+            raise NotFound("room not found")
+        if caller.user_id != init_room.anchor_id and not caller.is_admin:
+            raise Forbidden("only the anchor of init_room_id may start a relay")
+        if recv_room.anchor_id != recv_user_id:
+            raise WrongState("recv_user_id is not the anchor of recv_room_id")
+        if init_room_id == recv_room_id or init_room.anchor_id == recv_user_id:
+            raise WrongState("a relay needs two different rooms and anchors")
+        if init_room.status != RoomStatus.LIVE or recv_room.status != RoomStatus.LIVE:
+            raise WrongState("both rooms must be live")
+        now = self._ctx.clock.now()
+        auto = self._ctx.settings.relay.accept_mode == "auto"
+        relay = Relay(
+            relay_id=f"relay_{secrets.token_hex(8)}",
+            init_user_id=init_room.anchor_id,
+            init_room_id=init_room_id,
+            recv_room_id=recv_room_id,
+            recv_user_id=recv_user_id,
+            created_at=now,
+            status=RelayStatus.ACCEPTED if auto else RelayStatus.INVITED,
+            started_at=now if auto else None,
+        )
+        await store.insert_relay(relay)  # atomically re-checks live + not busy
+        if auto:
+            await self._broadcast_state(relay)
+        else:
+            await self._ctx.broker.publish_user(
+                recv_user_id, events.RELAY_INVITED, {"relay": relay_view(relay)}
+            )
+        return self._token_reply(relay, relay.init_user_id)
+
+    # --- answering an invitation ---------------------------------------------------------
+    async def accept(self, caller: Identity, relay_id: str) -> dict[str, Any]:
+        now = self._ctx.clock.now()
+
+        def accept(relay: Relay) -> None:
+            relay.status = RelayStatus.ACCEPTED
+            relay.started_at = now
+
+        change = await self._change(relay_id, caller, {"recv"}, {RelayStatus.INVITED}, accept)
+        relay = change.after
+        await self._notify_anchors(relay, events.RELAY_ACCEPTED)
+        await self._broadcast_state(relay)
+        return self._token_reply(relay, relay.recv_user_id)
+
+    async def reject(self, caller: Identity, relay_id: str, message: str) -> dict[str, Any]:
+        def reject(relay: Relay) -> None:
+            relay.status = RelayStatus.REJECTED
+            relay.stopped_at = self._ctx.clock.now()
+            relay.reason = REASON_REJECTED
+
+        change = await self._change(relay_id, caller, {"recv"}, {RelayStatus.INVITED}, reject)
+        await self._notify_anchors(change.after, events.RELAY_REJECTED, message=message)
+        return {}
+
+    async def cancel(self, caller: Identity, relay_id: str) -> dict[str, Any]:
+        change = await self._change(
+            relay_id, caller, {"init"}, {RelayStatus.INVITED}, self._ender(REASON_CANCELED)
+        )
+        await self._notify_anchors(change.after, events.RELAY_CANCELED)
+        return {}
+
+    # --- an established relay ------------------------------------------------------------
+    async def started(self, caller: Identity, relay_id: str) -> dict[str, Any]:
+        relay = await self.get(relay_id)
+        side = relay.party(caller.user_id)
+        if side is None:
+            raise Forbidden("not a party of this relay")
+
+        def report(relay: Relay) -> None:
+            if relay.status in _ALREADY_REPORTED[side]:
+                return  # repeating one's own report changes nothing
+            relay.status = _STARTED_TRANSITIONS[(side, relay.status)]
+
+        established = {RelayStatus(s) for s in range(1, 5)}
+        change = await self._change(relay_id, caller, {side}, established, report)
+        if change.changed:
+            await self._broadcast_state(change.after)
+        return {}
+
+    async def stop(self, caller: Identity, relay_id: str) -> dict[str, Any]:
+        established = {RelayStatus(s) for s in range(1, 5)}
+        change = await self._change(
+            relay_id, caller, {"init", "recv"}, established, self._ender(REASON_STOPPED)
+        )
+        await self._broadcast_state(change.after)
+        return {}
+
+    async def update_extends(
+        self, caller: Identity, relay_id: str, extends: dict[str, str]
+    ) -> dict[str, Any]:
+        def merge(relay: Relay) -> None:
+            relay.extends.update(extends)
+
+        active = {RelayStatus(s) for s in range(0, 5)}
+        change = await self._change(relay_id, caller, {"init", "recv"}, active, merge)
+        if change.after.status.is_established and change.changed:
+            await self._broadcast_state(change.after)
+        return {}
+
+    # --- endings not asked for by an anchor ----------------------------------------------
+    async def end_for_room(self, live_id: str) -> None:
+        """The room stopped, ended or was deleted: end its relay at status 0-4."""
+        room = await self._ctx.store.get_room(live_id)
+        if room is None or not room.relay_id:
+            return
+        try:
+            change = await self._change(
+                room.relay_id,
+                None,
+                set(),
+                {RelayStatus(s) for s in range(0, 5)},
+                self._ender(REASON_ROOM_ENDED),
+            )
+        except (NotFound, WrongState):
+            return
+        if change.before.status == RelayStatus.INVITED:
+            await self._notify_anchors(change.after, events.RELAY_CANCELED)
+        else:
+            await self._broadcast_state(change.after)
+
+    async def expire_invitations(self, now: float) -> int:
+        """End invitations left unanswered for invite_timeout (reason "timeout")."""
+        timeout = self._ctx.settings.relay.invite_timeout
+        expired = 0
+        for relay in await self._ctx.store.active_relays():
+            if relay.status != RelayStatus.INVITED or relay.created_at + timeout > now:
+                continue
+            deadline = relay.created_at + timeout
+            try:
+                change = await self._change(
+                    relay.relay_id,
+                    None,
+                    set(),
+                    {RelayStatus.INVITED},
+                    self._ender(REASON_TIMEOUT, at=deadline),
+                )
+            except WrongState:
+                continue  # answered meanwhile
+            await self._notify_anchors(change.after, events.RELAY_TIMEOUT)
+            expired += 1
+        return expired
+
+    # --- shared machinery ----------------------------------------------------------------
+    async def _change(
+        self,
+        relay_id: str,
+        caller: Identity | None,
+        sides: set[str],
+        allowed_from: set[RelayStatus],
+        apply: Callable[[Relay], None],
+    ) -> Change:
+        """Atomically check who may change the relay and from which status, then change it.
+
+        `caller` None is the server itself (timeouts, room endings); admins act for any side.
+        """
+
+        def mutate(relay: Relay | None) -> Change:
+            if relay is None:
+                raise NotFound("relay not found")
+            if caller is not None and not caller.is_admin:
+                if relay.party(caller.user_id) not in sides:
+                    raise Forbidden("not allowed for this party of the relay")
+            if relay.status not in allowed_from:
+                if not relay.status.is_active:
+                    raise WrongState("the relay has ended")
+                raise WrongState(f"not allowed at relay status {int(relay.status)}")
+            before = copy.copy(relay)
+            before.extends = dict(relay.extends)
+            apply(relay)
+            return Change(before=before, after=relay)
+
+        change: Change = await self._ctx.store.update_relay(relay_id, mutate)
+        return change
+
+    def _ender(self, reason: str, at: float | None = None) -> Callable[[Relay], None]:
+        def end(relay: Relay) -> None:
+            relay.status = RelayStatus.ENDED
+            relay.stopped_at = at if at is not None else self._ctx.clock.now()
+            relay.reason = reason
+
+        return end
+
+    async def _notify_anchors(self, relay: Relay, name: str, **extra: Any) -> None:
+        data = {"relay": relay_view(relay), **extra}
+        for user_id in (relay.init_user_id, relay.recv_user_id):
+            await self._ctx.broker.publish_user(user_id, name, data)
+
+    async def _broadcast_state(self, relay: Relay) -> None:
+        data = {"relay": relay_view(relay)}
+        for live_id in (relay.init_room_id, relay.recv_room_id):
+            await self._ctx.broker.publish_room(live_id, events.PK_STATE, data)

@@ -1,0 +1,292 @@
+"""Live rooms: create, start, stop, delete, search, extends, members (PROTOCOL §3.2)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from livesignal.signal import events
+from livesignal.signal.auth import Identity
+from livesignal.signal.context import ServiceContext
+from livesignal.signal.errors import BadRequest, Forbidden, NotFound, WrongState
+from livesignal.signal.model import Room, RoomStatus, User
+from livesignal.signal.params import Page, paged
+from livesignal.signal.presence import PresenceService
+from livesignal.signal.relay import RelayService
+from livesignal.signal.views import room_view, user_view
+
+MAX_TITLE = 200
+STOPPED_BY_ANCHOR = "anchor"
+STOPPED_BY_ANCHOR_TIMEOUT = "anchor_timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class NewRoom:
+    title: str
+    notice: str = ""
+    cover_url: str = ""
+    extends: dict[str, str] | None = None
+    start_at: int | None = None
+    end_at: int | None = None
+    publish_expire_at: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.title) <= MAX_TITLE:
+            raise BadRequest(f"title must be 1..{MAX_TITLE} characters")
+
+
+def may_act_as_anchor(caller: Identity, room: Room) -> bool:
+    return caller.user_id == room.anchor_id or caller.is_admin
+
+
+class RoomService:
+    def __init__(
+        self, ctx: ServiceContext, presence: PresenceService, relays: RelayService
+    ) -> None:
+        self._ctx = ctx
+        self._presence = presence
+        self._relays = relays
+
+    # --- reading -------------------------------------------------------------------------
+    async def get(self, live_id: str) -> Room:
+        room = await self._ctx.store.get_room(live_id)
+        if room is None:
+            raise NotFound("room not found")
+        return room
+
+    async def render(
+        self, room: Room, viewer: Identity, anchor: User | None = None
+    ) -> dict[str, Any]:
+        ctx = self._ctx
+        store = ctx.store
+        now = ctx.clock.now()
+        if anchor is None:
+            anchor = await store.ensure_user(room.anchor_id)
+        anchor_member = await store.get_member(room.anchor_id, room.live_id)
+        pk_id = ""
+        if room.relay_id:
+            relay = await store.get_relay(room.relay_id)
+            if relay is not None and relay.status.is_established:
+                pk_id = relay.relay_id
+        push_url = ""
+        if may_act_as_anchor(viewer, room):
+            expiry = ctx.urls.push_expiry(room.publish_expire_at, now)
+            push_url = ctx.urls.push_url(room.live_id, expiry)
+        return room_view(
+            room,
+            anchor=anchor,
+            anchor_present=anchor_member is not None and anchor_member.is_present(now),
+            online_count=await store.present_count(room.live_id, now),
+            pk_id=pk_id,
+            push_url=push_url,
+            rtmp_url=ctx.urls.rtmp_play_url(room.live_id),
+            flv_url=ctx.urls.flv_play_url(room.live_id),
+            hls_url=ctx.urls.hls_play_url(room.live_id),
+        )
+
+    async def _render_many(self, rooms: list[Room], viewer: Identity) -> list[dict[str, Any]]:
+        anchors = await self._ctx.store.get_users({room.anchor_id for room in rooms})
+        return [await self.render(room, viewer, anchors.get(room.anchor_id)) for room in rooms]
+
+    async def info(self, caller: Identity, live_id: str) -> dict[str, Any]:
+        return await self.render(await self.get(live_id), caller)
+
+    async def list_live(self, caller: Identity, page: Page) -> dict[str, Any]:
+        rooms = await self._ctx.store.rooms_with_status([RoomStatus.LIVE])
+        rooms.sort(key=lambda room: room.start_order, reverse=True)
+        return await self._render_page(rooms, page, caller)
+
+    async def search(self, caller: Identity, keyword: str, page: Page) -> dict[str, Any]:
+        rooms = await self._ctx.store.rooms_with_status([RoomStatus.CREATED, RoomStatus.LIVE])
+        needle = keyword.strip().casefold()
+        if needle:
+            anchors = await self._ctx.store.get_users({room.anchor_id for room in rooms})
+
+            def matches(room: Room) -> bool:
+                anchor = anchors.get(room.anchor_id)
+                nick = anchor.nick if anchor else ""
+                haystacks = [room.title, room.live_id, room.anchor_id, nick]
+                return any(needle in text.casefold() for text in haystacks)
+
+            rooms = [room for room in rooms if matches(room)]
+        live = sorted(
+            (r for r in rooms if r.status == RoomStatus.LIVE),
+            key=lambda r: r.start_order,
+            reverse=True,
+        )
+        created = sorted(
+            (r for r in rooms if r.status == RoomStatus.CREATED),
+            key=lambda r: r.create_order,
+            reverse=True,
+        )
+        return await self._render_page(live + created, page, caller)
+
+    async def _render_page(self, rooms: list[Room], page: Page, caller: Identity) -> dict[str, Any]:
+        result = paged(rooms, page)
+        result["list"] = await self._render_many(result["list"], caller)
+        return result
+
+    async def user_list(self, caller: Identity, live_id: str, page: Page) -> dict[str, Any]:
+        await self.get(live_id)
+        store = self._ctx.store
+        members = await store.present_members(live_id, self._ctx.clock.now())
+        result = paged(members, page)
+        shown = result["list"]
+        users = await store.get_users(m.user_id for m in shown)
+        result["list"] = [user_view(users[m.user_id]) for m in shown if m.user_id in users]
+        return result
+
+    # --- changing ------------------------------------------------------------------------
+    async def create(self, caller: Identity, spec: NewRoom) -> dict[str, Any]:
+        store = self._ctx.store
+        now = self._ctx.clock.now()
+        room = Room(
+            live_id="",
+            title=spec.title,
+            anchor_id=caller.user_id,
+            chat_id=await store.next_id("chat"),
+            created_at=now,
+            notice=spec.notice,
+            cover_url=spec.cover_url,
+            extends=dict(spec.extends or {}),
+            scheduled_start=spec.start_at,
+            scheduled_end=spec.end_at,
+            publish_expire_at=spec.publish_expire_at,
+            create_order=await store.next_id("room_order"),
+        )
+        while True:
+            room.live_id = f"live_{secrets.token_hex(8)}"
+            if await store.insert_room(room):
+                break
+        return await self.render(room, caller)
+
+    async def start(self, caller: Identity, live_id: str) -> dict[str, Any]:
+        store = self._ctx.store
+        await self.get(live_id)
+        start_order = await store.next_id("room_order")
+        now = self._ctx.clock.now()
+
+        def go_live(room: Room | None) -> bool:
+            if room is None:
+                raise NotFound("room not found")
+            if not may_act_as_anchor(caller, room):
+                raise Forbidden("only the room's anchor may start it")
+            if room.status == RoomStatus.ENDED:
+                raise WrongState("the room has ended")
+            if room.status == RoomStatus.LIVE:
+                return False
+            room.status = RoomStatus.LIVE
+            room.started_at = now
+            room.start_order = start_order
+            return True
+
+        started = await store.update_room(live_id, go_live)
+        if started:
+            await self._ctx.broker.publish_room(live_id, events.ROOM_STARTED, {})
+        room = await self.get(live_id)
+        if caller.user_id == room.anchor_id:
+            room = (await self._presence.join(caller.user_id, live_id)).room
+        elif started:
+            room = await self._note_anchor_absence(live_id, now)
+        return await self.render(room, caller)
+
+    async def _note_anchor_absence(self, live_id: str, since: float) -> Room:
+        """An admin started the room: if its anchor is not present, the absence clock runs."""
+        store = self._ctx.store
+        room = await self.get(live_id)
+        member = await store.get_member(room.anchor_id, live_id)
+        if member is not None and member.is_present(self._ctx.clock.now()):
+            return room
+
+        def mark(room: Room | None) -> Room:
+            if room is None:
+                raise NotFound("room not found")
+            if room.status == RoomStatus.LIVE and room.anchor_absent_since is None:
+                room.anchor_absent_since = since
+            return room
+
+        return await store.update_room(live_id, mark)
+
+    async def stop(self, caller: Identity, live_id: str) -> dict[str, Any]:
+        await self._end(live_id, caller, STOPPED_BY_ANCHOR)
+        return {}
+
+    async def end_by_anchor_timeout(self, live_id: str, absent_since: float) -> bool:
+        """End a live room whose anchor stayed away too long; False if that no longer holds."""
+        close_after = self._ctx.settings.presence.anchor_offline_close
+        try:
+            await self._end(
+                live_id,
+                None,
+                STOPPED_BY_ANCHOR_TIMEOUT,
+                expect_absent_since=absent_since,
+                at=absent_since + close_after,
+            )
+        except (NotFound, WrongState):
+            return False
+        return True
+
+    async def _end(
+        self,
+        live_id: str,
+        caller: Identity | None,
+        reason: str,
+        *,
+        expect_absent_since: float | None = None,
+        at: float | None = None,
+    ) -> None:
+        ended_at = at if at is not None else self._ctx.clock.now()
+
+        def end(room: Room | None) -> None:
+            if room is None:
+                raise NotFound("room not found")
+            if caller is not None and not may_act_as_anchor(caller, room):
+                raise Forbidden("only the room's anchor may stop it")
+            if room.status != RoomStatus.LIVE:
+                raise WrongState("the room is not live")
+            if expect_absent_since is not None and room.anchor_absent_since != expect_absent_since:
+                raise WrongState("the anchor came back")
+            room.status = RoomStatus.ENDED
+            room.ended_at = ended_at
+            room.anchor_absent_since = None
+
+        await self._ctx.store.update_room(live_id, end)
+        await self._ctx.broker.publish_room(live_id, events.ROOM_STOPPED, {"reason": reason})
+        await self._relays.end_for_room(live_id)
+
+    async def delete(self, caller: Identity, live_id: str) -> dict[str, Any]:
+        room = await self.get(live_id)
+        if not may_act_as_anchor(caller, room):
+            raise Forbidden("only the room's anchor may delete it")
+        if room.status == RoomStatus.LIVE:
+            try:
+                await self._end(live_id, caller, STOPPED_BY_ANCHOR)
+            except WrongState:
+                pass  # stopped meanwhile by someone else: deleting is still what was asked
+        await self._relays.end_for_room(live_id)
+        await self._ctx.store.delete_room(live_id)
+        # Sockets still subscribed get room.deleted and detach themselves; no member.left.
+        await self._ctx.broker.publish_room(live_id, events.ROOM_DELETED, {})
+        await self._ctx.broker.forget_room(live_id)
+        return {}
+
+    async def update_extends(
+        self, caller: Identity, live_id: str, extends: dict[str, str]
+    ) -> dict[str, Any]:
+        def merge(room: Room | None) -> dict[str, str]:
+            if room is None:
+                raise NotFound("room not found")
+            if not may_act_as_anchor(caller, room):
+                raise Forbidden("only the room's anchor may change its extends")
+            room.extends.update(extends)
+            return dict(room.extends)
+
+        merged = await self._ctx.store.update_room(live_id, merge)
+        await self._ctx.broker.publish_room(live_id, events.ROOM_EXTENDS, {"extends": merged})
+        return {}
+
+    # --- membership ----------------------------------------------------------------------
+    async def join(self, caller: Identity, live_id: str, *, socket: bool = False) -> Room:
+        outcome = await self._presence.join(caller.user_id, live_id, socket=socket)
+        return outcome.room

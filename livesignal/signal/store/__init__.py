@@ -1,0 +1,1 @@
+"""Where state lives: the Store interface and its implementations."""

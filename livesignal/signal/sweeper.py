@@ -1,0 +1,74 @@
+"""The timers of the signalling core, run by one periodic sweep.
+
+Each sweep expires lapsed members, ends live rooms whose anchor stayed away for
+`anchor_offline_close`, and ends invitations unanswered for `invite_timeout`. Tests call
+`sweep()` directly after moving an injected clock; the server runs `run()` in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from livesignal.settings import Settings
+from livesignal.signal.context import ServiceContext
+from livesignal.signal.model import RoomStatus
+from livesignal.signal.presence import PresenceService
+from livesignal.signal.relay import RelayService
+from livesignal.signal.rooms import RoomService
+
+log = logging.getLogger(__name__)
+
+
+def sweep_interval(settings: Settings) -> float:
+    """Often enough that no timer fires more than a quarter of its shortest period late."""
+    shortest = min(
+        settings.presence.timeout,
+        settings.presence.anchor_offline_close,
+        settings.relay.invite_timeout,
+    )
+    return max(0.005, min(1.0, shortest / 4))
+
+
+class Sweeper:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        presence: PresenceService,
+        rooms: RoomService,
+        relays: RelayService,
+    ) -> None:
+        self._ctx = ctx
+        self._presence = presence
+        self._rooms = rooms
+        self._relays = relays
+
+    async def sweep(self) -> None:
+        now = self._ctx.clock.now()
+        await self._presence.expire(now)
+        await self._end_abandoned_rooms(now)
+        await self._relays.expire_invitations(now)
+
+    async def _end_abandoned_rooms(self, now: float) -> None:
+        store = self._ctx.store
+        close_after = self._ctx.settings.presence.anchor_offline_close
+        for room in await store.rooms_with_status([RoomStatus.LIVE]):
+            since = room.anchor_absent_since
+            if since is None or since + close_after > now:
+                continue
+            anchor = await store.get_member(room.anchor_id, room.live_id)
+            if anchor is not None and anchor.is_present(now):
+                continue
+            if await self._rooms.end_by_anchor_timeout(room.live_id, since):
+                log.info("room %s ended: anchor absent since %.0f", room.live_id, since)
+
+    async def run(self, interval: float) -> None:
+        """Sweep every `interval` seconds until cancelled; a failed sweep is logged, not fatal."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sweep failed; retrying next interval")

@@ -1,0 +1,59 @@
+"""User profiles: created on first sight, stable im_userid, merge updates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from livesignal.signal.auth import Identity
+from livesignal.signal.context import ServiceContext
+from livesignal.signal.errors import NotFound
+from livesignal.signal.model import User
+from livesignal.signal.views import user_view
+
+MAX_LISTED_USERS = 100
+
+
+class UserService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+        self._known: set[str] = set()  # users this process has seen exist: skip the store
+
+    async def ensure(self, user_id: str) -> None:
+        """Create the user on its first authenticated request."""
+        if user_id in self._known:
+            return
+        await self._ctx.store.ensure_user(user_id)
+        self._known.add(user_id)
+
+    async def get(self, user_id: str) -> User:
+        user = await self._ctx.store.get_user(user_id)
+        if user is None:
+            raise NotFound("user not found")
+        return user
+
+    async def profile(self, caller: Identity) -> dict[str, Any]:
+        return user_view(await self._ctx.store.ensure_user(caller.user_id))
+
+    async def update(
+        self,
+        caller: Identity,
+        nick: str | None,
+        avatar: str | None,
+        extends: dict[str, str] | None,
+    ) -> dict[str, Any]:
+        user = await self._ctx.store.update_user(caller.user_id, nick, avatar, extends)
+        return user_view(user)
+
+    async def show(self, user_id: str) -> dict[str, Any]:
+        return user_view(await self.get(user_id))
+
+    async def show_many(self, user_ids: list[str]) -> dict[str, Any]:
+        """The known users among `user_ids`, in the order asked, unknown ones skipped."""
+        found = await self._ctx.store.get_users(user_ids)
+        seen: set[str] = set()
+        listed = []
+        for user_id in user_ids:
+            if user_id in found and user_id not in seen:
+                seen.add(user_id)
+                listed.append(user_view(found[user_id]))
+        return {"list": listed}

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -18,8 +19,9 @@ from livesignal.settings import Settings
 from livesignal.signal.auth import RtcTokenCodec, StreamUrls, TokenCodec
 from livesignal.signal.broker.memory import MemoryBroker
 from livesignal.signal.clock import Clock, SystemClock
+from livesignal.signal.connection import SocketHub
 from livesignal.signal.context import ServiceContext
-from livesignal.signal.services import Services, build_services
+from livesignal.signal.services import build_services
 from livesignal.signal.store.memory import MemoryStore
 from livesignal.signal.sweeper import sweep_interval
 
@@ -68,22 +70,31 @@ def create_app(
     services = build_services(ctx)
     app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[rest_errors])
     app[SERVICES] = services
+    hub = SocketHub(services)
+    app.router.add_get("/ws", hub.handle)
+    app.cleanup_ctx.append(_background(hub.run, "livesignal-socket-hub"))
+    app.on_shutdown.append(lambda _app: hub.close_all())
     add_rest_routes(app)
     add_server_routes(app)
     add_media_routes(app, settings, ctx.clock)
     if run_sweeper:
-        app.cleanup_ctx.append(_sweeper_context(services, sweep_interval(settings)))
+        interval = sweep_interval(settings)
+        app.cleanup_ctx.append(
+            _background(lambda: services.sweeper.run(interval), "livesignal-sweeper")
+        )
     return app
 
 
-def _sweeper_context(
-    services: Services, interval: float
+def _background(
+    run: Callable[[], Coroutine[Any, Any, None]], name: str
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def run_sweeper(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(services.sweeper.run(interval), name="livesignal-sweeper")
+    """A task that lives as long as the application serves."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run(), name=name)
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    return run_sweeper
+    return context

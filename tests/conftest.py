@@ -139,3 +139,20 @@ async def make_harness() -> AsyncIterator[HarnessFactory]:
 @pytest.fixture
 async def harness(make_harness: HarnessFactory) -> Harness:
     return await make_harness()
+
+
+@pytest.fixture
+async def connect(make_harness: HarnessFactory) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """connect(harness, user, **kw) -> SignalClient: a real WebSocket client, closed after."""
+    from livesignal.client import SignalClient
+
+    clients: list[SignalClient] = []
+
+    async def open_client(h: Harness, user: str, **kwargs: Any) -> SignalClient:
+        client = await SignalClient.connect(h.ws_url, h.token(user), **kwargs)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        await client.close()

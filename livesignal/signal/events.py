@@ -49,5 +49,14 @@ def room_event(live_id: str, seq: int, name: str, data: dict[str, Any], at: floa
     return RoomEvent(live_id=live_id, seq=seq, name=name, data=data, published_at=at, frame=frame)
 
 
-def user_event_frame(name: str, data: dict[str, Any]) -> str:
-    return orjson.dumps({"type": "event", "event": name, "data": data}).decode()
+@dataclass(frozen=True, slots=True)
+class UserEvent:
+    user_id: str
+    name: str
+    data: dict[str, Any]
+    frame: str  # the event frame as clients receive it
+
+
+def user_event(user_id: str, name: str, data: dict[str, Any]) -> UserEvent:
+    frame = orjson.dumps({"type": "event", "event": name, "data": data}).decode()
+    return UserEvent(user_id=user_id, name=name, data=data, frame=frame)

@@ -185,6 +185,15 @@ async def user_list(s: Services, c: Call) -> dict[str, Any]:
     return await s.users.show_many(user_ids)
 
 
+# --- chat (WebSocket only: REST clients poll) --------------------------------------------------
+
+
+async def chat_send(s: Services, c: Call) -> dict[str, Any]:
+    live_id = c.params.text("live_id")
+    text = c.params.text("text")
+    return await s.chat.send(c.caller, live_id, text)
+
+
 OPERATIONS: dict[str, Handler] = {
     "room.create": room_create,
     "room.info": room_info,
@@ -212,4 +221,5 @@ OPERATIONS: dict[str, Handler] = {
     "user.update": user_update,
     "user.get": user_get,
     "user.list": user_list,
+    "chat.send": chat_send,
 }

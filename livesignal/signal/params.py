@@ -5,6 +5,7 @@ Every failure is a BadRequest naming the field, so both transports report bad in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from livesignal.signal.errors import BadRequest
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,8 @@ class Params:
             return value
         if isinstance(value, str):
             text = value.strip()
-            if text.lstrip("-").isdigit():
+            # ASCII digits only: str.isdigit() also admits "²" or "--5", which int() refuses.
+            if _INTEGER.fullmatch(text):
                 return int(text)
         raise BadRequest(f"{name} must be an integer")
 

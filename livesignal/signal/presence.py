@@ -6,7 +6,7 @@ apply to the user, not to one socket.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from livesignal.signal import events
 from livesignal.signal.context import ServiceContext
@@ -19,16 +19,23 @@ from livesignal.signal.views import user_view
 # `live_id` must detach because the user left or switched rooms by some other transport.
 DETACH = "_detach"
 
+Hold = Literal["rest", "socket", "none"]
+
 
 class PresenceService:
     def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
         self._timeout = ctx.settings.presence.timeout
 
-    async def join(self, user_id: str, live_id: str, *, socket: bool = False) -> JoinOutcome:
-        """Make the user present in the room (NotFound / WrongState if it cannot be joined)."""
+    async def join(self, user_id: str, live_id: str, *, hold: Hold = "rest") -> JoinOutcome:
+        """Make the user present in the room (NotFound / WrongState if it cannot be joined).
+
+        `hold` says what keeps the member present: a REST deadline, one more socket, or
+        nothing new (a socket already attached to the room re-joins it).
+        """
         now = self._ctx.clock.now()
-        deadline = None if socket else now + self._timeout
+        deadline = now + self._timeout if hold == "rest" else None
+        socket = hold == "socket"
         outcome = await self._ctx.store.join(user_id, live_id, now, deadline, socket)
         if outcome.left is not None:
             departure = Departure(
@@ -68,11 +75,12 @@ class PresenceService:
             raise NotFound("not a member of this room")
         return {"live_id": live_id, "live_status": int(room.status)}
 
-    async def release_socket(self, user_id: str, live_id: str) -> None:
-        """A socket joined to the room closed; the member leaves if nothing else holds it."""
+    async def release_socket(self, user_id: str, live_id: str, reason: str) -> None:
+        """A socket attached to the room closed (reason "leave") or went silent ("timeout");
+        the member leaves if nothing else holds it."""
         departure = await self._ctx.store.release_socket(user_id, live_id, self._ctx.clock.now())
         if departure is not None:
-            await self._announce_departure(departure, events.LEFT_LEAVE, detach=False)
+            await self._announce_departure(departure, reason, detach=False)
 
     async def expire(self, now: float) -> list[Departure]:
         """Remove members whose presence lapsed (reason "timeout")."""

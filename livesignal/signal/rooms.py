@@ -12,7 +12,7 @@ from livesignal.signal.context import ServiceContext
 from livesignal.signal.errors import BadRequest, Forbidden, NotFound, WrongState
 from livesignal.signal.model import Room, RoomStatus, User
 from livesignal.signal.params import Page, paged
-from livesignal.signal.presence import PresenceService
+from livesignal.signal.presence import Hold, PresenceService
 from livesignal.signal.relay import RelayService
 from livesignal.signal.views import room_view, user_view
 
@@ -161,7 +161,7 @@ class RoomService:
                 break
         return await self.render(room, caller)
 
-    async def start(self, caller: Identity, live_id: str) -> dict[str, Any]:
+    async def start(self, caller: Identity, live_id: str, *, hold: Hold = "rest") -> dict[str, Any]:
         store = self._ctx.store
         await self.get(live_id)
         start_order = await store.next_id("room_order")
@@ -186,7 +186,7 @@ class RoomService:
             await self._ctx.broker.publish_room(live_id, events.ROOM_STARTED, {})
         room = await self.get(live_id)
         if caller.user_id == room.anchor_id:
-            room = (await self._presence.join(caller.user_id, live_id)).room
+            room = (await self._presence.join(caller.user_id, live_id, hold=hold)).room
         elif started:
             room = await self._note_anchor_absence(live_id, now)
         return await self.render(room, caller)
@@ -287,6 +287,6 @@ class RoomService:
         return {}
 
     # --- membership ----------------------------------------------------------------------
-    async def join(self, caller: Identity, live_id: str, *, socket: bool = False) -> Room:
-        outcome = await self._presence.join(caller.user_id, live_id, socket=socket)
+    async def join(self, caller: Identity, live_id: str, *, hold: Hold = "rest") -> Room:
+        outcome = await self._presence.join(caller.user_id, live_id, hold=hold)
         return outcome.room

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from livesignal.signal.chat import ChatService
 from livesignal.signal.context import ServiceContext
 from livesignal.signal.presence import PresenceService
 from livesignal.signal.relay import RelayService
@@ -20,6 +21,7 @@ class Services:
     relays: RelayService
     rooms: RoomService
     sweeper: Sweeper
+    chat: ChatService
 
 
 def build_services(ctx: ServiceContext) -> Services:
@@ -29,5 +31,11 @@ def build_services(ctx: ServiceContext) -> Services:
     rooms = RoomService(ctx, presence, relays)
     sweeper = Sweeper(ctx, presence, rooms, relays)
     return Services(
-        ctx=ctx, users=users, presence=presence, relays=relays, rooms=rooms, sweeper=sweeper
+        ctx=ctx,
+        users=users,
+        presence=presence,
+        relays=relays,
+        rooms=rooms,
+        sweeper=sweeper,
+        chat=ChatService(ctx),
     )

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from livesignal.signal.events import RoomEvent
+from livesignal.signal.events import RoomEvent, UserEvent
 
 RoomListener = Callable[[RoomEvent], None]
-UserListener = Callable[[str], None]  # receives the encoded event frame
+UserListener = Callable[[UserEvent], None]
 
 # PROTOCOL §4.5: at least the newest 1000 events of each room that are under 5 minutes old.
 HISTORY_SIZE = 1000

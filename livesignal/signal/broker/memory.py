@@ -14,7 +14,7 @@ from livesignal.signal.broker.base import (
     UserListener,
 )
 from livesignal.signal.clock import Clock
-from livesignal.signal.events import RoomEvent, room_event, user_event_frame
+from livesignal.signal.events import RoomEvent, room_event, user_event
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,10 @@ class MemoryBroker:
         listeners = self._users.get(user_id)
         if not listeners:
             return
-        frame = user_event_frame(name, data)
+        event = user_event(user_id, name, data)
         for listener in list(listeners):
             try:
-                listener(frame)
+                listener(event)
             except Exception:
                 log.exception("user listener failed for %s", user_id)
 

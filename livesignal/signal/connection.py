@@ -1,0 +1,432 @@
+"""The `/ws` endpoint (PROTOCOL §4): one aiohttp WebSocket per app, driving protocol.py.
+
+Each connection owns a byte-bounded write queue drained by one writer task, so replies and
+events leave in the order they were produced and a slow reader never slows its room: past
+1 MiB of unsent data the socket is closed with 4009. The hub pings every socket each
+heartbeat interval; any frame from the client proves liveness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from livesignal.signal import events
+from livesignal.signal.auth import Identity, bearer_token
+from livesignal.signal.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    StoreUnavailable,
+    Unauthorized,
+)
+from livesignal.signal.events import RoomEvent, UserEvent
+from livesignal.signal.operations import OPERATIONS, Call
+from livesignal.signal.params import Params
+from livesignal.signal.presence import DETACH, Hold
+from livesignal.signal.protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_HEARTBEAT_TIMEOUT,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_TOKEN_EXPIRED,
+    CLOSE_UNSUPPORTED,
+    MAX_FRAME,
+    PONG_FRAME,
+    AppPing,
+    Malformed,
+    Request,
+    error_frame,
+    parse_frame,
+    reply_frame,
+    welcome_frame,
+)
+from livesignal.signal.services import Services
+from livesignal.signal.views import relay_view
+
+log = logging.getLogger(__name__)
+
+MAX_UNSENT = 1024 * 1024  # bytes queued for one socket before it counts as a slow consumer
+CLOSE_GRACE = 1.0  # seconds a closing handshake may take before the transport is aborted
+
+
+class _Ping:
+    """Queue marker: send a ping control frame."""
+
+
+_PING = _Ping()
+
+
+class Connection:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        services: Services,
+        identity: Identity,
+        hub: SocketHub,
+        transport: asyncio.Transport | None,
+    ) -> None:
+        self.ws = ws
+        self._transport = transport
+        self.services = services
+        self.identity = identity
+        self.hub = hub
+        self.session_id = secrets.token_hex(8)
+        self.attached: str | None = None  # the room whose events this socket receives
+        self.last_seen = asyncio.get_running_loop().time()
+        self._buffer: list[RoomEvent] | None = None  # events held back while attaching
+        self._queue: deque[str | _Ping] = deque()
+        self._unsent = 0
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.leave_reason = events.LEFT_LEAVE
+        self._special: dict[str, Callable[[Request], Awaitable[None]]] = {
+            "room.join": self._op_join,
+            "room.start": self._op_start,
+            "room.resume": self._op_resume,
+            "auth.refresh": self._op_refresh,
+        }
+
+    # --- outgoing ------------------------------------------------------------------------
+    def send(self, frame: str) -> None:
+        """Queue a text frame; a socket that cannot keep up is closed rather than waited for."""
+        if self._closing:
+            return
+        size = len(frame)  # orjson output is ASCII-heavy; characters approximate bytes
+        if self._unsent + size > MAX_UNSENT:
+            log.info("closing slow consumer %s (%s)", self.session_id, self.identity.user_id)
+            self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
+            return
+        self._queue.append(frame)
+        self._unsent += size
+        self._wake.set()
+
+    def ping(self) -> None:
+        if not self._closing:
+            self._queue.append(_PING)
+            self._wake.set()
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        ws = self.ws
+        try:
+            while True:
+                if not queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                item = queue.popleft()
+                if isinstance(item, _Ping):
+                    await ws.ping()
+                    continue
+                self._unsent -= len(item)
+                await ws.send_str(item)
+        except ConnectionError:
+            pass  # the peer is gone; the read loop ends the connection
+
+    def close(self, code: int, message: str, *, leave_reason: str | None = None) -> None:
+        """Close from the server side, dropping whatever was still queued."""
+        if self._closing:
+            return
+        self._closing = True
+        if leave_reason is not None:
+            self.leave_reason = leave_reason
+        self._queue.clear()
+        self._unsent = 0
+        self.hub.spawn(self._close(code, message))
+
+    async def _close(self, code: int, message: str) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=message.encode()), CLOSE_GRACE)
+        except (TimeoutError, ConnectionError):
+            pass
+        # A peer that does not answer the closing handshake is cut off.
+        if self._transport is not None and not self.ws.closed:
+            self._transport.abort()
+
+    # --- events from the broker ----------------------------------------------------------
+    def on_room_event(self, event: RoomEvent) -> None:
+        if self._buffer is not None:
+            self._buffer.append(event)
+            return
+        self.send(event.frame)
+        if event.name == events.ROOM_DELETED:
+            self._detach_locally(event.live_id)
+
+    def on_user_event(self, event: UserEvent) -> None:
+        if event.name == DETACH:
+            self._detach_locally(str(event.data.get("live_id", "")))
+            return
+        self.send(event.frame)
+
+    def _detach_locally(self, live_id: str) -> None:
+        if self.attached == live_id:
+            self.services.ctx.broker.unsubscribe_room(live_id, self.on_room_event)
+            self.attached = None
+
+    # --- the connection's life -----------------------------------------------------------
+    async def run(self) -> None:
+        ctx = self.services.ctx
+        settings = ctx.settings.presence
+        ctx.broker.subscribe_user(self.identity.user_id, self.on_user_event)
+        writer = asyncio.create_task(self._write_loop())
+        try:
+            self.send(
+                welcome_frame(
+                    self.session_id,
+                    self.identity.user_id,
+                    settings.heartbeat_interval,
+                    settings.timeout,
+                )
+            )
+            pending = await self.services.relays.pending(self.identity)
+            for relay in pending["list"]:
+                self.send(
+                    events.user_event(
+                        self.identity.user_id, events.RELAY_INVITED, {"relay": relay}
+                    ).frame
+                )
+            await self._read_loop()
+        finally:
+            ctx.broker.unsubscribe_user(self.identity.user_id, self.on_user_event)
+            live_id = self.attached
+            if live_id is not None:
+                self._detach_locally(live_id)
+                try:
+                    await self.services.presence.release_socket(
+                        self.identity.user_id, live_id, self.leave_reason
+                    )
+                except Exception:
+                    log.exception("could not release presence of %s", self.identity.user_id)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _read_loop(self) -> None:
+        ws = self.ws
+        loop = asyncio.get_running_loop()
+        while not ws.closed:
+            message = await ws.receive()
+            self.last_seen = loop.time()
+            kind = message.type
+            if kind == WSMsgType.TEXT:
+                await self._on_text(message.data)
+            elif kind == WSMsgType.PING:
+                await ws.pong(message.data)
+            elif kind == WSMsgType.PONG:
+                pass  # liveness only
+            elif kind == WSMsgType.BINARY:
+                self.close(CLOSE_UNSUPPORTED, "binary frames are not supported")
+            else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp already sent 1009 for big frames)
+                break
+
+    async def _on_text(self, text: str) -> None:
+        frame = parse_frame(text)
+        if isinstance(frame, AppPing):
+            self.send(PONG_FRAME)
+        elif isinstance(frame, Malformed):
+            self.send(error_frame(frame.id, BadRequest(frame.message)))
+        else:
+            await self._dispatch(frame)
+
+    async def _dispatch(self, request: Request) -> None:
+        try:
+            special = self._special.get(request.type)
+            if special is not None:
+                await special(request)
+                return
+            handler = OPERATIONS.get(request.type)
+            if handler is None:
+                raise BadRequest(f"unknown type {request.type!r}")
+            result = await handler(self.services, Call(self.identity, Params(request.data)))
+            self.send(reply_frame(request.id, result))
+        except ApiError as error:
+            self.send(error_frame(request.id, error))
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            log.warning("%s failed, store unreachable: %s", request.type, exc)
+            self.send(error_frame(request.id, StoreUnavailable()))
+        except Exception:
+            log.exception("%s failed", request.type)
+            self.send(error_frame(request.id, ApiError("internal error")))
+
+    # --- operations that attach the socket to a room -------------------------------------
+    async def _attach(
+        self, live_id: str, action: Callable[[Hold], Awaitable[dict[str, Any]]]
+    ) -> tuple[dict[str, Any], list[RoomEvent]]:
+        """Run a join-like action and subscribe to the room without losing or repeating events.
+
+        Events published while the action runs are held back; the caller replies and then
+        releases those newer than the seq it reported.
+        """
+        broker = self.services.ctx.broker
+        already = self.attached == live_id
+        if not already:
+            self._buffer = []
+            broker.subscribe_room(live_id, self.on_room_event)
+        try:
+            result = await action("none" if already else "socket")
+        except BaseException:
+            if not already:
+                broker.unsubscribe_room(live_id, self.on_room_event)
+                self._buffer = None
+            raise
+        held, self._buffer = self._buffer or [], None
+        if self.attached is not None and self.attached != live_id:
+            self._detach_locally(self.attached)
+        self.attached = live_id
+        return result, held
+
+    def _release(self, held: list[RoomEvent], after_seq: int) -> None:
+        for event in held:
+            if event.seq > after_seq:
+                self.on_room_event(event)
+
+    async def _room_reply(
+        self, room_view: dict[str, Any], live_id: str
+    ) -> tuple[dict[str, Any], int]:
+        ctx = self.services.ctx
+        seq = await ctx.broker.current_seq(live_id)
+        relay = None
+        room = await ctx.store.get_room(live_id)
+        if room is not None and room.relay_id:
+            found = await ctx.store.get_relay(room.relay_id)
+            if found is not None and found.status.is_established:
+                relay = relay_view(found)
+        return {**room_view, "seq": seq, "relay": relay}, seq
+
+    async def _op_join(self, request: Request) -> None:
+        live_id = Params(request.data).text("live_id")
+        rooms = self.services.rooms
+
+        async def join(hold: Hold) -> dict[str, Any]:
+            room = await rooms.join(self.identity, live_id, hold=hold)
+            return await rooms.render(room, self.identity)
+
+        view, held = await self._attach(live_id, join)
+        reply, seq = await self._room_reply(view, live_id)
+        self.send(reply_frame(request.id, reply))
+        self._release(held, seq)
+
+    async def _op_start(self, request: Request) -> None:
+        live_id = Params(request.data).text("live_id")
+        rooms = self.services.rooms
+        room = await rooms.get(live_id)
+        if room.anchor_id != self.identity.user_id:
+            # An admin starting someone else's room does not join it.
+            result = await rooms.start(self.identity, live_id)
+            reply, _ = await self._room_reply(result, live_id)
+            self.send(reply_frame(request.id, reply))
+            return
+
+        async def start(hold: Hold) -> dict[str, Any]:
+            return await rooms.start(self.identity, live_id, hold=hold)
+
+        view, held = await self._attach(live_id, start)
+        reply, seq = await self._room_reply(view, live_id)
+        self.send(reply_frame(request.id, reply))
+        self._release(held, seq)
+
+    async def _op_resume(self, request: Request) -> None:
+        params = Params(request.data)
+        live_id = params.text("live_id")
+        since = params.opt_int("since")
+        if since is None or since < 0:
+            raise BadRequest("since is required: the last seq received, >= 0")
+        broker = self.services.ctx.broker
+        if since > await broker.current_seq(live_id):
+            raise BadRequest("since is above the room's current seq")
+        rooms = self.services.rooms
+
+        async def rejoin(hold: Hold) -> dict[str, Any]:
+            await rooms.join(self.identity, live_id, hold=hold)
+            return {}
+
+        _, held = await self._attach(live_id, rejoin)
+        replay = await broker.replay(live_id, since)
+        for event in replay.events:
+            self.send(event.frame)
+        self.send(reply_frame(request.id, {"recovered": replay.recovered, "seq": replay.seq}))
+        self._release(held, replay.seq)
+
+    async def _op_refresh(self, request: Request) -> None:
+        token = Params(request.data).text("token")
+        ctx = self.services.ctx
+        identity = ctx.tokens.verify(token, ctx.clock.now())
+        if identity.user_id != self.identity.user_id:
+            raise Forbidden("the new token is for another user")
+        self.identity = identity
+        self.send(reply_frame(request.id, {"exp": identity.exp}))
+
+    # --- timers (driven by the hub) ------------------------------------------------------
+    def tick(self, now: float, wall_now: float, timeout: float) -> None:
+        if self._closing:
+            return
+        if now - self.last_seen > timeout:
+            self.close(
+                CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout", leave_reason=events.LEFT_TIMEOUT
+            )
+        elif self.identity.exp and self.identity.exp <= wall_now:
+            self.close(CLOSE_TOKEN_EXPIRED, "token expired")
+        else:
+            self.ping()
+
+
+class SocketHub:
+    """Every open socket of this process: pings, liveness, token expiry and shutdown."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.connections: set[Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        presence = services.ctx.settings.presence
+        self.interval = presence.heartbeat_interval
+        self.timeout = presence.timeout
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        clock = self.services.ctx.clock
+        while True:
+            await asyncio.sleep(self.interval)
+            now, wall_now = loop.time(), clock.now()
+            for connection in list(self.connections):
+                connection.tick(now, wall_now, self.timeout)
+
+    async def close_all(self) -> None:
+        for connection in list(self.connections):
+            connection.close(CLOSE_GOING_AWAY, "server shutting down")
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=CLOSE_GRACE * 2)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """GET /ws: authenticate before the upgrade, then serve the socket until it closes."""
+        ctx = self.services.ctx
+        token = bearer_token(request.headers.get("Authorization")) or request.query.get("token")
+        try:
+            if not token:
+                raise Unauthorized("missing token")
+            identity = ctx.tokens.verify(token, ctx.clock.now())
+            await self.services.users.ensure(identity.user_id)
+        except ApiError as error:
+            return web.json_response(
+                {"code": error.code, "message": error.message}, status=error.http_status
+            )
+        ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=MAX_FRAME)
+        await ws.prepare(request)
+        connection = Connection(ws, self.services, identity, self, request.transport)
+        self.connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
+        return ws

@@ -57,3 +57,140 @@ async def test_full_pk_over_websockets(harness: Harness, connect: Connect) -> No
         assert statuses == [1, 2, 4, 6]
     info = await viewer_a.request("room.info", live_id=room_a)
     assert info["pk_id"] == ""
+
+
+async def test_pk_over_rest_reaches_the_receivers_socket(
+    harness: Harness, connect: Connect
+) -> None:
+    bob = await connect(harness, "bob")
+    room_b = await live_room(bob)
+    created = await harness.call("POST", "/client/live/room/instance", "alice", json={"title": "a"})
+    room_a = created.data["live_id"]
+    await harness.call("PUT", f"/client/live/room/{room_a}", "alice")
+
+    started = await harness.call(
+        "POST",
+        "/client/relay/start",
+        "alice",
+        json={"init_room_id": room_a, "recv_room_id": room_b, "recv_user_id": "bob"},
+    )
+    assert started.code == 0 and started.data["relay_status"] == 0
+    relay_id = started.data["relay_id"]
+    invited = await bob.next_event("relay.invited")
+    assert invited["data"]["relay"]["init_user_id"] == "alice"
+
+    await bob.request("relay.accept", relay_id=relay_id)
+    state = (await bob.next_event("pk.state"))["data"]["relay"]
+    assert state["status"] == 1 and state["start_at"]
+    token = await harness.call("GET", f"/client/relay/{relay_id}/token", "alice")
+    assert token.data["relay_status"] == 1 and token.data["relay_token"].startswith("ak:")
+    assert (await harness.call("POST", f"/client/relay/{relay_id}/started", "alice")).code == 0
+    assert (await bob.next_event("pk.state"))["data"]["relay"]["status"] == 2
+    stopped = await harness.call("POST", f"/client/relay/{relay_id}/stop", "alice")
+    assert stopped.code == 0
+    final = (await bob.next_event("pk.state"))["data"]["relay"]
+    assert final["status"] == 6 and final["reason"] == "stopped" and final["stop_at"]
+
+
+async def test_reject_reaches_the_initiator_with_its_message(
+    harness: Harness, connect: Connect
+) -> None:
+    alice, bob = await connect(harness, "alice"), await connect(harness, "bob")
+    room_a, room_b = await live_room(alice), await live_room(bob)
+    started = await alice.request(
+        "relay.start", init_room_id=room_a, recv_room_id=room_b, recv_user_id="bob"
+    )
+    await bob.next_event("relay.invited")
+    await bob.request("relay.reject", relay_id=started["relay_id"], reason="busy tonight")
+    rejected = await alice.next_event("relay.rejected")
+    assert rejected["data"]["message"] == "busy tonight"
+    assert rejected["data"]["relay"]["status"] == 5
+    assert rejected["data"]["relay"]["reason"] == "rejected"
+    # Invitations stay private: no pk.state reached either room.
+    assert not [e for e in alice.pending_events() if e["event"] == "pk.state"]
+    # The rooms are free again.
+    again = await alice.request(
+        "relay.start", init_room_id=room_a, recv_room_id=room_b, recv_user_id="bob"
+    )
+    assert again["relay_status"] == 0
+
+
+async def test_cancel_and_invitation_timeout(harness: Harness, connect: Connect) -> None:
+    alice, bob = await connect(harness, "alice"), await connect(harness, "bob")
+    room_a, room_b = await live_room(alice), await live_room(bob)
+    first = await alice.request(
+        "relay.start", init_room_id=room_a, recv_room_id=room_b, recv_user_id="bob"
+    )
+    await alice.request("relay.cancel", relay_id=first["relay_id"])
+    canceled = await bob.next_event("relay.canceled")
+    assert canceled["data"]["relay"]["reason"] == "canceled"
+
+    second = await alice.request(
+        "relay.start", init_room_id=room_a, recv_room_id=room_b, recv_user_id="bob"
+    )
+    pending = await bob.request("relay.pending")
+    assert [r["sid"] for r in pending["list"]] == [second["relay_id"]]
+    harness.advance(harness.settings.relay.invite_timeout + 0.1)
+    await harness.sweep()
+    for anchor in (alice, bob):
+        timed_out = await anchor.next_event("relay.timeout")
+        assert timed_out["data"]["relay"]["status"] == 6
+        assert timed_out["data"]["relay"]["reason"] == "timeout"
+    assert (await bob.request("relay.pending"))["list"] == []
+
+
+async def test_stopping_a_live_room_ends_the_relay_for_both_rooms(
+    harness: Harness, connect: Connect
+) -> None:
+    alice, bob = await connect(harness, "alice"), await connect(harness, "bob")
+    room_a, room_b = await live_room(alice), await live_room(bob)
+    viewer = await connect(harness, "viewer")
+    await viewer.request("room.join", live_id=room_b)
+    started = await alice.request(
+        "relay.start", init_room_id=room_a, recv_room_id=room_b, recv_user_id="bob"
+    )
+    await bob.request("relay.accept", relay_id=started["relay_id"])
+    await alice.request("room.stop", live_id=room_a)
+    for client in (viewer, bob, alice):
+        assert [relay["status"] for relay in await pk_states(client, 2)] == [1, 6]
+    relay = await viewer.request("relay.info", relay_id=started["relay_id"])
+    assert relay["reason"] == "room_ended" and relay["stop_at"]
+    info = await viewer.request("room.info", live_id=room_b)
+    assert info["pk_id"] == ""
+
+
+async def test_pk_state_reaches_every_member_of_both_rooms_in_seq_order(
+    harness: Harness, connect: Connect
+) -> None:
+    alice, bob = await connect(harness, "alice"), await connect(harness, "bob")
+    room_a, room_b = await live_room(alice), await live_room(bob)
+    viewers = {}
+    for index in range(6):
+        room = room_a if index % 2 == 0 else room_b
+        viewer = await connect(harness, f"viewer{index}")
+        joined = await viewer.request("room.join", live_id=room)
+        viewers[viewer] = (room, joined["seq"])
+    started = await alice.request(
+        "relay.start", init_room_id=room_a, recv_room_id=room_b, recv_user_id="bob"
+    )
+    relay_id = started["relay_id"]
+    await bob.request("relay.accept", relay_id=relay_id)
+    await alice.request("relay.extends", relay_id=relay_id, extends={"score": "1:0"})
+    await bob.request("relay.started", relay_id=relay_id)
+    await alice.request("relay.started", relay_id=relay_id)
+    await bob.request("relay.stop", relay_id=relay_id)
+    await alice.request("chat.send", live_id=room_a, text="done")  # a marker after the PK
+    await bob.request("chat.send", live_id=room_b, text="done")
+    for viewer, (room, seq) in viewers.items():
+        received = []
+        while True:
+            event = await viewer.next_event()
+            assert event["live_id"] == room
+            assert event["seq"] == seq + 1, "room events arrive in seq order without gaps"
+            seq = event["seq"]
+            if event["event"] == "chat.message":
+                break
+            received.append(event)
+        states = [e["data"]["relay"] for e in received if e["event"] == "pk.state"]
+        assert [s["status"] for s in states] == [1, 1, 3, 4, 6]
+        assert states[1]["extends"] == {"score": "1:0"}

@@ -53,7 +53,7 @@ from livesignal.signal.views import relay_view
 log = logging.getLogger(__name__)
 
 MAX_UNSENT = 1024 * 1024  # bytes queued for one socket before it counts as a slow consumer
-CLOSE_GRACE = 1.0  # seconds a closing handshake may take before the transport is aborted
+CLOSE_GRACE = 3.0  # seconds a closing handshake may take before the transport is aborted
 
 
 class _Ping:
@@ -139,6 +139,8 @@ class Connection:
             self.leave_reason = leave_reason
         self._queue.clear()
         self._unsent = 0
+        # Presence ends now, not when a silent peer finally lets the closing handshake end.
+        self.hub.spawn(self._leave_attached_room())
         self.hub.spawn(self._close(code, message))
 
     async def _close(self, code: int, message: str) -> None:
@@ -195,18 +197,23 @@ class Connection:
             await self._read_loop()
         finally:
             ctx.broker.unsubscribe_user(self.identity.user_id, self.on_user_event)
-            live_id = self.attached
-            if live_id is not None:
-                self._detach_locally(live_id)
-                try:
-                    await self.services.presence.release_socket(
-                        self.identity.user_id, live_id, self.leave_reason
-                    )
-                except Exception:
-                    log.exception("could not release presence of %s", self.identity.user_id)
+            await self._leave_attached_room()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
+
+    async def _leave_attached_room(self) -> None:
+        """Stop receiving the room's events and drop this socket's hold on the membership."""
+        live_id = self.attached
+        if live_id is None:
+            return
+        self._detach_locally(live_id)
+        try:
+            await self.services.presence.release_socket(
+                self.identity.user_id, live_id, self.leave_reason
+            )
+        except Exception:
+            log.exception("could not release presence of %s", self.identity.user_id)
 
     async def _read_loop(self) -> None:
         ws = self.ws
@@ -227,6 +234,8 @@ class Connection:
                 break
 
     async def _on_text(self, text: str) -> None:
+        if self._closing:
+            return  # the server is closing this socket: no new work
         frame = parse_frame(text)
         if isinstance(frame, AppPing):
             self.send(PONG_FRAME)

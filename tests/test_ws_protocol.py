@@ -314,3 +314,21 @@ async def test_slow_consumer_is_closed_4009_while_the_room_keeps_receiving(
         assert await slow.read_until_close() == 4009
     finally:
         slow.abort()
+
+
+async def test_expired_token_closes_4001_unless_refreshed(make_harness: HarnessFactory) -> None:
+    harness = await make_harness({"presence": {"heartbeat_interval": 0.02}})
+    short = await SignalClient.connect(harness.ws_url, harness.token("alice", ttl=60))
+    refreshed = await SignalClient.connect(harness.ws_url, harness.token("alice", ttl=60))
+    try:
+        reply = await refreshed.request("auth.refresh", token=harness.token("alice", ttl=3600))
+        assert reply["exp"] == int(harness.clock.now()) + 3600
+        with pytest.raises(SignalError) as other_user:
+            await refreshed.request("auth.refresh", token=harness.token("mallory"))
+        assert other_user.value.code == 403
+        harness.advance(61)
+        assert await short.wait_closed() == 4001
+        assert (await refreshed.request("user.profile"))["user_id"] == "alice"
+    finally:
+        await short.close()
+        await refreshed.close()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import sys
 import time
 from pathlib import Path
@@ -63,9 +62,11 @@ async def bench_invite(server: Server, count: int) -> None:
     await alice.close()
     await bob.close()
     print(f"invite latency over {count} invitations (REST start -> receiver socket):")
-    print(f"  p50 {percentile(latencies, 0.5) * 1000:.2f} ms  "
-          f"p99 {percentile(latencies, 0.99) * 1000:.2f} ms  "
-          f"max {max(latencies) * 1000:.2f} ms")
+    print(
+        f"  p50 {percentile(latencies, 0.5) * 1000:.2f} ms  "
+        f"p99 {percentile(latencies, 0.99) * 1000:.2f} ms  "
+        f"max {max(latencies) * 1000:.2f} ms"
+    )
     print(f"  server CPU {cpu:.2f} s for {count} start+cancel cycles")
 
 
@@ -116,8 +117,9 @@ async def bench_fanout(server: Server, sockets: int, messages: int) -> None:
     receivers = []
     for index in range(sockets):
         receiver = await RawReceiver.open(server.port, f"viewer{index}")
-        receiver.send_text(orjson.dumps({"id": 1, "type": "room.join",
-                                         "data": {"live_id": live_id}}).decode())
+        receiver.send_text(
+            orjson.dumps({"id": 1, "type": "room.join", "data": {"live_id": live_id}}).decode()
+        )
         receivers.append(receiver)
     info = await anchor.request("room.info", live_id=live_id)
     while info["online_count"] < sockets + 1:
@@ -129,9 +131,13 @@ async def bench_fanout(server: Server, sockets: int, messages: int) -> None:
     window = 16  # requests in flight from the publisher
     pending: set[asyncio.Task[object]] = set()
     for index in range(messages):
-        pending.add(asyncio.create_task(
-            anchor.request("chat.send", live_id=live_id, text=f"message {index:06d} " + "x" * 64)
-        ))
+        pending.add(
+            asyncio.create_task(
+                anchor.request(
+                    "chat.send", live_id=live_id, text=f"message {index:06d} " + "x" * 64
+                )
+            )
+        )
         if len(pending) >= window:
             _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
     await asyncio.gather(*pending)
@@ -140,7 +146,9 @@ async def bench_fanout(server: Server, sockets: int, messages: int) -> None:
     cpu = server.cpu_seconds() - cpu_before
     deliveries = sockets * messages
     print(f"fan-out: {messages} chat messages to one room of {sockets} sockets")
-    print(f"  {deliveries} deliveries in {elapsed:.2f} s = {deliveries / elapsed:,.0f} deliveries/s")
+    print(
+        f"  {deliveries} deliveries in {elapsed:.2f} s = {deliveries / elapsed:,.0f} deliveries/s"
+    )
     print(f"  server CPU {cpu:.2f} s = {cpu / deliveries * 100_000:.2f} CPU s per 100k deliveries")
     for receiver in receivers:
         receiver.writer.close()

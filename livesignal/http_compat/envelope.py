@@ -46,8 +46,8 @@ def plain_failure(request_id: str, http_status: int, message: str) -> web.Respon
     return _respond(http_status, body, request_id)
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object ({} when empty); BadRequest if malformed or > 64 KiB."""
+async def read_body(request: web.Request) -> bytes:
+    """The whole request body, however it is chunked; BadRequest if > 64 KiB."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise BadRequest(f"body larger than {MAX_BODY} bytes")
     chunks = []
@@ -57,7 +57,12 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         if size > MAX_BODY:
             raise BadRequest(f"body larger than {MAX_BODY} bytes")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object ({} when empty); BadRequest if malformed or > 64 KiB."""
+    raw = await read_body(request)
     if not raw.strip():
         return {}
     try:

@@ -5,12 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from livesignal.appkeys import SERVICES
-from livesignal.http_compat.envelope import failure, request_id_of, success
+from livesignal.http_compat.envelope import failure, read_body, request_id_of, success
 from livesignal.signal.auth import qiniu_signing_string, verify_qiniu
 from livesignal.signal.errors import ApiError, BadRequest, Forbidden, Unauthorized
 from livesignal.signal.params import Params
-
-MAX_SIGNED_BODY = 64 * 1024
 
 
 async def issue_token(request: web.Request) -> web.Response:
@@ -21,7 +19,8 @@ async def issue_token(request: web.Request) -> web.Response:
     try:
         if not (auth.server_access_key and auth.server_secret_key):
             raise Forbidden("server API disabled: no server_access_key/server_secret_key")
-        body = await request.content.read(MAX_SIGNED_BODY) if request.can_read_body else b""
+        # The whole body: content.read(n) returns only what has arrived so far.
+        body = await read_body(request) if request.can_read_body else b""
         path, _, query = request.raw_path.partition("?")
         signing_string = qiniu_signing_string(
             request.method,

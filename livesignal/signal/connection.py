@@ -1,18 +1,17 @@
 """The `/ws` endpoint (PROTOCOL §4): one aiohttp WebSocket per app, driving protocol.py.
 
-Each connection owns a byte-bounded write queue drained by one writer task, so replies and
-events leave in the order they were produced and a slow reader never slows its room: past
-1 MiB of unsent data the socket is closed with 4009. The hub pings every socket each
-heartbeat interval; any frame from the client proves liveness.
+Outgoing frames are written straight into the socket's transport, in the order they are
+produced; its buffer is the socket's send queue, bounded at 1 MiB: past that the socket is
+closed with 4009 rather than slowing its room. Room events are encoded once into a wire frame
+and that same bytes object goes to every socket. The hub pings every socket each heartbeat
+interval; any frame from the client proves liveness.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,7 +43,10 @@ from livesignal.signal.protocol import (
     Request,
     error_frame,
     parse_frame,
+    ping_wire,
+    pong_wire,
     reply_frame,
+    text_wire,
     welcome_frame,
 )
 from livesignal.signal.services import Services
@@ -52,15 +54,11 @@ from livesignal.signal.views import relay_view
 
 log = logging.getLogger(__name__)
 
-MAX_UNSENT = 1024 * 1024  # bytes queued for one socket before it counts as a slow consumer
+MAX_UNSENT = 1024 * 1024  # bytes buffered for one socket before it counts as a slow consumer
 CLOSE_GRACE = 3.0  # seconds a closing handshake may take before the transport is aborted
 
 
-class _Ping:
-    """Queue marker: send a ping control frame."""
-
-
-_PING = _Ping()
+PING_WIRE = ping_wire()
 
 
 class Connection:
@@ -81,9 +79,6 @@ class Connection:
         self.attached: str | None = None  # the room whose events this socket receives
         self.last_seen = asyncio.get_running_loop().time()
         self._buffer: list[RoomEvent] | None = None  # events held back while attaching
-        self._queue: deque[str | _Ping] = deque()
-        self._unsent = 0
-        self._wake = asyncio.Event()
         self._closing = False
         self.leave_reason = events.LEFT_LEAVE
         self._special: dict[str, Callable[[Request], Awaitable[None]]] = {
@@ -95,40 +90,25 @@ class Connection:
 
     # --- outgoing ------------------------------------------------------------------------
     def send(self, frame: str) -> None:
-        """Queue a text frame; a socket that cannot keep up is closed rather than waited for."""
-        if self._closing:
+        self.send_wire(text_wire(frame))
+
+    def send_wire(self, wire: bytes) -> None:
+        """Write a ready-made frame; a socket that cannot keep up is closed, not waited for.
+
+        Frames go straight into the transport, whose buffer is this socket's send queue: no
+        task switch per delivery, and the order of writes is the order of events.
+        """
+        transport = self._transport
+        if self._closing or transport is None or transport.is_closing():
             return
-        size = len(frame)  # orjson output is ASCII-heavy; characters approximate bytes
-        if self._unsent + size > MAX_UNSENT:
+        if transport.get_write_buffer_size() + len(wire) > MAX_UNSENT:
             log.info("closing slow consumer %s (%s)", self.session_id, self.identity.user_id)
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
             return
-        self._queue.append(frame)
-        self._unsent += size
-        self._wake.set()
+        transport.write(wire)
 
     def ping(self) -> None:
-        if not self._closing:
-            self._queue.append(_PING)
-            self._wake.set()
-
-    async def _write_loop(self) -> None:
-        queue = self._queue
-        ws = self.ws
-        try:
-            while True:
-                if not queue:
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                item = queue.popleft()
-                if isinstance(item, _Ping):
-                    await ws.ping()
-                    continue
-                self._unsent -= len(item)
-                await ws.send_str(item)
-        except ConnectionError:
-            pass  # the peer is gone; the read loop ends the connection
+        self.send_wire(PING_WIRE)
 
     def close(self, code: int, message: str, *, leave_reason: str | None = None) -> None:
         """Close from the server side, dropping whatever was still queued."""
@@ -137,8 +117,6 @@ class Connection:
         self._closing = True
         if leave_reason is not None:
             self.leave_reason = leave_reason
-        self._queue.clear()
-        self._unsent = 0
         # Presence ends now, not when a silent peer finally lets the closing handshake end.
         self.hub.spawn(self._leave_attached_room())
         self.hub.spawn(self._close(code, message))
@@ -157,7 +135,7 @@ class Connection:
         if self._buffer is not None:
             self._buffer.append(event)
             return
-        self.send(event.frame)
+        self.send_wire(event.wire)
         if event.name == events.ROOM_DELETED:
             self._detach_locally(event.live_id)
 
@@ -165,7 +143,7 @@ class Connection:
         if event.name == DETACH:
             self._detach_locally(str(event.data.get("live_id", "")))
             return
-        self.send(event.frame)
+        self.send_wire(event.wire)
 
     def _detach_locally(self, live_id: str) -> None:
         if self.attached == live_id:
@@ -177,7 +155,6 @@ class Connection:
         ctx = self.services.ctx
         settings = ctx.settings.presence
         ctx.broker.subscribe_user(self.identity.user_id, self.on_user_event)
-        writer = asyncio.create_task(self._write_loop())
         try:
             self.send(
                 welcome_frame(
@@ -189,18 +166,14 @@ class Connection:
             )
             pending = await self.services.relays.pending(self.identity)
             for relay in pending["list"]:
-                self.send(
-                    events.user_event(
-                        self.identity.user_id, events.RELAY_INVITED, {"relay": relay}
-                    ).frame
+                invited = events.user_event(
+                    self.identity.user_id, events.RELAY_INVITED, {"relay": relay}
                 )
+                self.send_wire(invited.wire)
             await self._read_loop()
         finally:
             ctx.broker.unsubscribe_user(self.identity.user_id, self.on_user_event)
             await self._leave_attached_room()
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
 
     async def _leave_attached_room(self) -> None:
         """Stop receiving the room's events and drop this socket's hold on the membership."""
@@ -225,7 +198,7 @@ class Connection:
             if kind == WSMsgType.TEXT:
                 await self._on_text(message.data)
             elif kind == WSMsgType.PING:
-                await ws.pong(message.data)
+                self.send_wire(pong_wire(message.data))
             elif kind == WSMsgType.PONG:
                 pass  # liveness only
             elif kind == WSMsgType.BINARY:
@@ -359,7 +332,7 @@ class Connection:
         _, held = await self._attach(live_id, rejoin)
         replay = await broker.replay(live_id, since)
         for event in replay.events:
-            self.send(event.frame)
+            self.send_wire(event.wire)
         self.send(reply_frame(request.id, {"recovered": replay.recovered, "seq": replay.seq}))
         self._release(held, replay.seq)
 

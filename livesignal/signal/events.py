@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from livesignal.signal.protocol import text_wire
+
 # Room events: to every socket joined to the room, with a per-room seq.
 MEMBER_JOINED = "member.joined"
 MEMBER_LEFT = "member.left"
@@ -39,14 +41,23 @@ class RoomEvent:
     name: str
     data: dict[str, Any]
     published_at: float
-    frame: str  # the event frame, encoded once for every socket it reaches
+    frame: str  # the event frame as clients receive it
+    wire: bytes  # that frame as a WebSocket text frame, built once for every socket
 
 
 def room_event(live_id: str, seq: int, name: str, data: dict[str, Any], at: float) -> RoomEvent:
     frame = orjson.dumps(
         {"type": "event", "event": name, "live_id": live_id, "seq": seq, "data": data}
     ).decode()
-    return RoomEvent(live_id=live_id, seq=seq, name=name, data=data, published_at=at, frame=frame)
+    return RoomEvent(
+        live_id=live_id,
+        seq=seq,
+        name=name,
+        data=data,
+        published_at=at,
+        frame=frame,
+        wire=text_wire(frame),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +66,9 @@ class UserEvent:
     name: str
     data: dict[str, Any]
     frame: str  # the event frame as clients receive it
+    wire: bytes
 
 
 def user_event(user_id: str, name: str, data: dict[str, Any]) -> UserEvent:
     frame = orjson.dumps({"type": "event", "event": name, "data": data}).decode()
-    return UserEvent(user_id=user_id, name=name, data=data, frame=frame)
+    return UserEvent(user_id=user_id, name=name, data=data, frame=frame, wire=text_wire(frame))

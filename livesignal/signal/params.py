@@ -15,7 +15,8 @@ from livesignal.signal.errors import BadRequest
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
-_INTEGER = re.compile(r"-?[0-9]+")
+# At most 18 digits: fits a signed 64-bit integer, which is what JSON replies can carry.
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class Params:
         if isinstance(value, str):
             text = value.strip()
             # ASCII digits only: str.isdigit() also admits "²" or "--5", which int() refuses.
+            # Longer numbers are refused too: they could not be put back into a reply.
             if _INTEGER.fullmatch(text):
                 return int(text)
         raise BadRequest(f"{name} must be an integer")
@@ -100,9 +102,12 @@ class Params:
             return value
         if isinstance(value, str):
             try:
-                return parse_china_time(value.strip())
+                parsed = parse_china_time(value.strip())
             except ValueError:
                 pass
+            else:
+                if parsed >= 0:
+                    return parsed
         raise BadRequest(f"{name} must be 'YYYY-MM-DD HH:MM:SS' or unix seconds")
 
     def page(self) -> Page:

@@ -70,7 +70,7 @@ class PresenceService:
             outcome = await self.join(user_id, live_id)
             return {"live_id": live_id, "live_status": int(outcome.room.status)}
         now = self._ctx.clock.now()
-        member = await self._ctx.store.heartbeat(user_id, live_id, now + self._timeout)
+        member = await self._ctx.store.heartbeat(user_id, live_id, now, now + self._timeout)
         if member is None:
             raise NotFound("not a member of this room")
         return {"live_id": live_id, "live_status": int(room.status)}

@@ -48,6 +48,36 @@ Frame = Request | AppPing | Malformed
 
 PONG_FRAME = '{"type":"pong"}'
 
+_OP_TEXT = 0x1
+_OP_PING = 0x9
+_OP_PONG = 0xA
+_FIN = 0x80
+
+
+def _wire(opcode: int, payload: bytes) -> bytes:
+    """One unmasked server-to-client frame (RFC 6455 §5.2)."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((_FIN | opcode, length))
+    elif length < 1 << 16:
+        header = bytes((_FIN | opcode, 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((_FIN | opcode, 127)) + length.to_bytes(8, "big")
+    return header + payload
+
+
+def text_wire(text: str) -> bytes:
+    """A text frame ready for the transport: built once, written to every socket it reaches."""
+    return _wire(_OP_TEXT, text.encode())
+
+
+def ping_wire() -> bytes:
+    return _wire(_OP_PING, b"")
+
+
+def pong_wire(payload: bytes) -> bytes:
+    return _wire(_OP_PONG, payload[:125])
+
 
 def parse_frame(text: str) -> Frame:
     try:

@@ -196,8 +196,8 @@ class RelayService:
         return {}
 
     # --- endings not asked for by an anchor ----------------------------------------------
-    async def end_for_room(self, live_id: str) -> None:
-        """The room stopped, ended or was deleted: end its relay at status 0-4."""
+    async def end_for_room(self, live_id: str, at: float | None = None) -> None:
+        """The room stopped, ended or was deleted (at `at`): end its relay at status 0-4."""
         room = await self._ctx.store.get_room(live_id)
         if room is None or not room.relay_id:
             return
@@ -207,7 +207,7 @@ class RelayService:
                 None,
                 set(),
                 {RelayStatus(s) for s in range(0, 5)},
-                self._ender(REASON_ROOM_ENDED),
+                self._ender(REASON_ROOM_ENDED, at=at),
             )
         except (NotFound, WrongState):
             return

@@ -253,7 +253,7 @@ class RoomService:
 
         await self._ctx.store.update_room(live_id, end)
         await self._ctx.broker.publish_room(live_id, events.ROOM_STOPPED, {"reason": reason})
-        await self._relays.end_for_room(live_id)
+        await self._relays.end_for_room(live_id, at=ended_at)
 
     async def delete(self, caller: Identity, live_id: str) -> dict[str, Any]:
         room = await self.get(live_id)

@@ -87,12 +87,18 @@ class Store(Protocol):
         """
         ...
 
-    async def heartbeat(self, user_id: str, live_id: str, rest_deadline: float) -> Member | None:
-        """Extend the REST-held presence of a present member; None if not a member."""
+    async def heartbeat(
+        self, user_id: str, live_id: str, now: float, rest_deadline: float
+    ) -> Member | None:
+        """Extend the REST-held presence of a member present at `now`, else None.
+
+        A member whose presence lapsed has left (§3.3) even before a sweep removed it: it must
+        join again (a new pv), not be revived by a late heartbeat.
+        """
         ...
 
     async def leave(self, user_id: str, live_id: str, now: float) -> Departure | None:
-        """Remove the membership whatever holds it; None if the user was not a member."""
+        """Remove the membership whatever holds it; None if the user was not present."""
         ...
 
     async def release_socket(self, user_id: str, live_id: str, now: float) -> Departure | None:

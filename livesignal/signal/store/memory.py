@@ -194,9 +194,11 @@ class MemoryStore:
             left_room=left_room,
         )
 
-    async def heartbeat(self, user_id: str, live_id: str, rest_deadline: float) -> Member | None:
+    async def heartbeat(
+        self, user_id: str, live_id: str, now: float, rest_deadline: float
+    ) -> Member | None:
         member = self._members.get(live_id, {}).get(user_id)
-        if member is None:
+        if member is None or not member.is_present(now):
             return None
         if rest_deadline > member.rest_deadline:
             member.rest_deadline = rest_deadline
@@ -205,8 +207,8 @@ class MemoryStore:
 
     async def leave(self, user_id: str, live_id: str, now: float) -> Departure | None:
         member = self._members.get(live_id, {}).get(user_id)
-        if member is None:
-            return None
+        if member is None or not member.is_present(now):
+            return None  # a lapsed member is left to the sweeper: it leaves by "timeout"
         return self._remove_member(member, now)
 
     async def release_socket(self, user_id: str, live_id: str, now: float) -> Departure | None:

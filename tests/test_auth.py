@@ -1,0 +1,279 @@
+"""PROTOCOL §2: GET /server/auth/token signed with Qiniu MAC, and the credentials it mints.
+
+Signatures are computed here by hand (hmac/hashlib/base64) from the §2 formula.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+
+import jwt
+import orjson
+import pytest
+
+from livesignal.settings import RtcSettings
+from livesignal.signal.auth import RtcTokenCodec
+from tests.conftest import JWT_SECRET, Harness, HarnessFactory
+from tests.rest_helpers import assert_error, assert_ok
+
+AK, SK = "server-ak", "server-sk"
+HOST = "api.example.com"
+
+
+@pytest.fixture
+async def h(make_harness: HarnessFactory) -> Harness:
+    return await make_harness({"auth": {"server_access_key": AK, "server_secret_key": SK}})
+
+
+def qiniu(
+    method: str,
+    path_qs: str,
+    *,
+    host: str = HOST,
+    content_type: str | None = None,
+    body: bytes = b"",
+    access_key: str = AK,
+    secret_key: str = SK,
+) -> str:
+    """Authorization: Qiniu <AK>:<urlsafe_b64(HMAC-SHA1(SK, S))>, S by the §2 formula."""
+    signing = f"{method} {path_qs}\nHost: {host}"
+    if content_type:
+        signing += f"\nContent-Type: {content_type}"
+    signing += "\n\n"
+    data = signing.encode()
+    if body and content_type != "application/octet-stream":
+        data += body
+    digest = hmac.new(secret_key.encode(), data, hashlib.sha1).digest()
+    return f"Qiniu {access_key}:{base64.urlsafe_b64encode(digest).decode()}"
+
+
+def test_qiniu_known_vector() -> None:
+    """The formula above against a fixed answer, so that the helper itself is pinned."""
+    header = qiniu(
+        "GET",
+        "/server/auth/token?app_id=demo&user_id=u-1&device_id=d-9",
+        access_key="vector-ak",
+        secret_key="vector-sk",
+    )
+    assert header == "Qiniu vector-ak:oMq4iAOVax6p96oUld5STixjq9s="
+
+
+async def test_issue_token(h: Harness) -> None:
+    path = "/server/auth/token?app_id=demo&user_id=u-1&device_id=d-9"
+    reply = await h.call("GET", path, headers={"Host": HOST, "Authorization": qiniu("GET", path)})
+    data = assert_ok(reply)
+    assert set(data) == {"access_token", "expires_at"}
+    assert data["expires_at"] == int(h.clock.now()) + h.settings.auth.token_ttl
+    claims = jwt.decode(
+        data["access_token"], JWT_SECRET, algorithms=["HS256"], options={"verify_exp": False}
+    )
+    assert (claims["UserId"], claims["AppId"], claims["DeviceId"], claims["exp"]) == (
+        "u-1",
+        "demo",
+        "d-9",
+        data["expires_at"],
+    )
+    # The token works on the client API, and the user now exists.
+    profile = await h.call("GET", "/client/user/profile", token=data["access_token"])
+    assert assert_ok(profile)["user_id"] == "u-1"
+
+
+async def test_issue_token_with_expires_at(h: Harness) -> None:
+    expires_at = int(h.clock.now()) + 90
+    path = f"/server/auth/token?user_id=u-2&expires_at={expires_at}"
+    reply = await h.call("GET", path, headers={"Host": HOST, "Authorization": qiniu("GET", path)})
+    data = assert_ok(reply)
+    assert data["expires_at"] == expires_at
+    assert_ok(await h.call("GET", "/client/user/profile", token=data["access_token"]))
+    h.advance(90)
+    expired = await h.call("GET", "/client/user/profile", token=data["access_token"])
+    assert_error(expired, 401, 499)
+
+
+async def test_signature_covers_a_json_body(h: Harness) -> None:
+    path = "/server/auth/token?user_id=u-3"
+    body = b'{"note": "signed"}'
+    good = qiniu("GET", path, content_type="application/json", body=body)
+    headers = {"Host": HOST, "Authorization": good, "Content-Type": "application/json"}
+    assert_ok(await h.call("GET", path, data=body, headers=headers))
+    # The same signature over a different body does not verify.
+    assert_error(await h.call("GET", path, data=b'{"note": "forged"}', headers=headers), 401)
+    # Signing without the body is wrong when the body is not octet-stream.
+    headers["Authorization"] = qiniu("GET", path, content_type="application/json")
+    assert_error(await h.call("GET", path, data=body, headers=headers), 401)
+
+
+async def test_octet_stream_body_is_not_signed(h: Harness) -> None:
+    path = "/server/auth/token?user_id=u-4"
+    ct = "application/octet-stream"
+    headers = {
+        "Host": HOST,
+        "Authorization": qiniu("GET", path, content_type=ct),
+        "Content-Type": ct,
+    }
+    assert_ok(await h.call("GET", path, data=b"\x00\x01 any bytes", headers=headers))
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Qiniu server-ak:",
+        qiniu("GET", "/server/auth/token?user_id=someone-else"),
+        qiniu("GET", "/server/auth/token?user_id=u-5", secret_key="wrong-sk"),
+        qiniu("GET", "/server/auth/token?user_id=u-5", access_key="wrong-ak"),
+        qiniu("GET", "/server/auth/token?user_id=u-5", host="other.example.com"),
+        qiniu("POST", "/server/auth/token?user_id=u-5"),
+        qiniu("GET", "/server/auth/token?user_id=u-5").replace("Qiniu ", "Bearer "),
+    ],
+    ids=[
+        "absent",
+        "empty",
+        "no-sign",
+        "other-query",
+        "wrong-sk",
+        "wrong-ak",
+        "other-host",
+        "other-method",
+        "wrong-scheme",
+    ],
+)
+async def test_bad_signature_is_401(h: Harness, authorization: str | None) -> None:
+    path = "/server/auth/token?user_id=u-5"
+    headers = {"Host": HOST}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    assert_error(await h.call("GET", path, headers=headers), 401)
+
+
+async def test_401_before_400(h: Harness) -> None:
+    path = "/server/auth/token?app_id=demo"
+    assert_error(await h.call("GET", path, headers={"Host": HOST, "Authorization": "x"}), 401)
+    assert_error(
+        await h.call("GET", path, headers={"Host": HOST, "Authorization": qiniu("GET", path)}),
+        400,
+    )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "app_id=demo",
+        "user_id=",
+        "user_id=u&expires_at=soon",
+        "user_id=u&expires_at=1.5",
+        "user_id=u&expires_at=1000",
+        "user_id=u&expires_at=99999999999999999999999",
+    ],
+    ids=[
+        "no-user-id",
+        "empty-user-id",
+        "expires-word",
+        "expires-float",
+        "expires-past",
+        "expires-beyond-64-bit",
+    ],
+)
+async def test_bad_parameters_are_400(h: Harness, query: str) -> None:
+    path = f"/server/auth/token?{query}"
+    reply = await h.call("GET", path, headers={"Host": HOST, "Authorization": qiniu("GET", path)})
+    assert_error(reply, 400)
+
+
+async def test_server_api_disabled_without_keys_is_403(harness: Harness) -> None:
+    path = "/server/auth/token?user_id=u-6"
+    for authorization in (qiniu("GET", path, access_key="", secret_key=""), qiniu("GET", path)):
+        reply = await harness.call(
+            "GET", path, headers={"Host": HOST, "Authorization": authorization}
+        )
+        assert_error(reply, 403)
+
+
+async def test_server_token_reply_echoes_x_reqid(h: Harness) -> None:
+    path = "/server/auth/token?user_id=u-7"
+    reply = await h.call(
+        "GET",
+        path,
+        headers={"Host": HOST, "Authorization": qiniu("GET", path), "X-Reqid": "srv-1"},
+    )
+    assert_ok(reply)
+    assert (reply.body["request_id"], reply.headers["X-Reqid"]) == ("srv-1", "srv-1")
+
+
+# --- RTC room tokens: what the media gateway will accept ------------------------------------
+
+
+def test_rtc_token_round_trip_and_tampering() -> None:
+    codec = RtcTokenCodec(RtcSettings(app_id="app", access_key="ak1", secret_key="sk1"))
+    token = codec.issue("live_x", "alice", 1_000)
+    grant = codec.verify(token, 1_000)
+    assert (grant.app_id, grant.room_name, grant.user_id, grant.permission) == (
+        "app",
+        "live_x",
+        "alice",
+        "user",
+    )
+    assert grant.expire_at == 1_000 + 86400
+    access_key, sign, enc = token.split(":")
+    forged_payload = orjson.loads(base64.urlsafe_b64decode(enc))
+    forged_payload["roomName"] = "live_other"
+    forged_enc = base64.urlsafe_b64encode(orjson.dumps(forged_payload)).decode()
+    for bad in (
+        f"{access_key}:{sign}:{forged_enc}",
+        f"other-ak:{sign}:{enc}",
+        f"{access_key}:{sign}",
+        "garbage",
+    ):
+        with pytest.raises(ValueError):
+            codec.verify(bad, 1_000)
+    with pytest.raises(ValueError):
+        codec.verify(token, 1_000 + 86400)
+
+
+@pytest.mark.parametrize("size", [1, 60_000])
+async def test_signature_covers_a_body_of_any_size_up_to_64_kib(h: Harness, size: int) -> None:
+    path = "/server/auth/token?user_id=u-8"
+    body = orjson.dumps({"pad": "p" * size})
+    headers = {
+        "Host": HOST,
+        "Content-Type": "application/json",
+        "Authorization": qiniu("GET", path, content_type="application/json", body=body),
+    }
+    assert_ok(await h.call("GET", path, data=body, headers=headers))
+
+
+async def test_signature_covers_a_body_that_arrives_in_pieces(h: Harness) -> None:
+    """The server must verify the whole body, not the part that has arrived so far."""
+    path = "/server/auth/token?user_id=u-9"
+    body = orjson.dumps({"pad": "p" * 30_000})
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 5_000):
+            yield body[start : start + 5_000]
+            # A full round trip on another connection: the server has read this piece
+            # before the next one is sent.
+            assert_ok(await h.call("GET", "/client/user/profile", "someone"))
+
+    headers = {
+        "Host": HOST,
+        "Content-Type": "application/json",
+        "Authorization": qiniu("GET", path, content_type="application/json", body=body),
+    }
+    async with h.session.get(h.base_url + path, data=pieces(), headers=headers) as response:
+        reply = await response.json()
+        assert (response.status, reply["code"]) == (200, 0), reply
+
+
+async def test_signed_body_over_64_kib_is_400(h: Harness) -> None:
+    path = "/server/auth/token?user_id=u-10"
+    body = orjson.dumps({"pad": "p" * 70_000})
+    headers = {
+        "Host": HOST,
+        "Content-Type": "application/json",
+        "Authorization": qiniu("GET", path, content_type="application/json", body=body),
+    }
+    assert_error(await h.call("GET", path, data=body, headers=headers), 400)

@@ -30,6 +30,11 @@ _TOKEN_IN_QUERY = re.compile(r"(?i)([?&]token=)[^&\s]*")
 class RedactingAccessLogger(AbstractAccessLogger):
     """One line per request; `?token=` values never reach the log."""
 
+    @property
+    def enabled(self) -> bool:
+        # Checked by aiohttp before building the entry: a silenced access log costs nothing.
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         path = _TOKEN_IN_QUERY.sub(r"\1<redacted>", request.path_qs)
         self.logger.info(

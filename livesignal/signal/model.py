@@ -80,6 +80,10 @@ class Member:
     def is_present(self, now: float) -> bool:
         return self.sockets > 0 or self.rest_deadline > now
 
+    def snapshot(self) -> Member:
+        """A copy to hand out (copy.copy is several times slower on this hot path)."""
+        return Member(self.user_id, self.live_id, self.rest_deadline, self.sockets)
+
 
 @dataclass(slots=True)
 class Relay:

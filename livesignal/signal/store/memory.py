@@ -187,7 +187,7 @@ class MemoryStore:
             self._rooms[live_id] = room
         return JoinOutcome(
             room=room,
-            member=copy.copy(member),
+            member=member.snapshot(),
             newly_present=newly_present,
             anchor_came_online=anchor_came_online,
             left=left,
@@ -203,7 +203,7 @@ class MemoryStore:
         if rest_deadline > member.rest_deadline:
             member.rest_deadline = rest_deadline
             heapq.heappush(self._deadlines, (rest_deadline, user_id, live_id))
-        return copy.copy(member)
+        return member.snapshot()
 
     async def leave(self, user_id: str, live_id: str, now: float) -> Departure | None:
         member = self._members.get(live_id, {}).get(user_id)
@@ -237,11 +237,11 @@ class MemoryStore:
 
     async def get_member(self, user_id: str, live_id: str) -> Member | None:
         member = self._members.get(live_id, {}).get(user_id)
-        return copy.copy(member) if member is not None else None
+        return member.snapshot() if member is not None else None
 
     async def present_members(self, live_id: str, now: float) -> list[Member]:
         members = self._members.get(live_id, {}).values()
-        return [copy.copy(m) for m in members if m.is_present(now)]
+        return [m.snapshot() for m in members if m.is_present(now)]
 
     async def present_count(self, live_id: str, now: float) -> int:
         return sum(1 for m in self._members.get(live_id, {}).values() if m.is_present(now))

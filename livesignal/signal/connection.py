@@ -388,7 +388,7 @@ class SocketHub:
         for connection in list(self.connections):
             connection.close(CLOSE_GOING_AWAY, "server shutting down")
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=CLOSE_GRACE * 2)
+            await asyncio.wait(list(self._tasks), timeout=CLOSE_GRACE)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """GET /ws: authenticate before the upgrade, then serve the socket until it closes."""

@@ -1,8 +1,9 @@
 """The timers of the signalling core, run by one periodic sweep.
 
 Each sweep expires lapsed members, ends live rooms whose anchor stayed away for
-`anchor_offline_close`, and ends invitations unanswered for `invite_timeout`. Tests call
-`sweep()` directly after moving an injected clock; the server runs `run()` in the background.
+`anchor_offline_close`, ends invitations unanswered for `invite_timeout`, and drops event
+history past its age. Tests call `sweep()` directly after moving an injected clock; the server
+runs `run()` in the background.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Sweeper:
         await self._presence.expire(now)
         await self._end_abandoned_rooms(now)
         await self._relays.expire_invitations(now)
+        await self._ctx.broker.trim()
 
     async def _end_abandoned_rooms(self, now: float) -> None:
         store = self._ctx.store

@@ -44,6 +44,10 @@ class Broker(Protocol):
         """Held events with seq > since, or recovered=False if one of them is gone."""
         ...
 
+    async def trim(self) -> None:
+        """Drop held events older than the history age (the sweeper calls this)."""
+        ...
+
     async def forget_room(self, live_id: str) -> None:
         """Drop a deleted room's history."""
         ...

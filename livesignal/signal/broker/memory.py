@@ -97,5 +97,12 @@ class MemoryBroker:
             return Replay(recovered=False, seq=stream.seq, events=[])
         return Replay(recovered=True, seq=stream.seq, events=held)
 
+    async def trim(self) -> None:
+        oldest_allowed = self._clock.now() - self._history_age
+        for stream in self._rooms.values():
+            history = stream.history
+            while history and history[0].published_at < oldest_allowed:
+                history.popleft()
+
     async def forget_room(self, live_id: str) -> None:
         self._rooms.pop(live_id, None)

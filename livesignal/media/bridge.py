@@ -1,0 +1,193 @@
+"""The stream server: per client, one rtmp2rtc pull and any number of rtc2rtmp pushes.
+
+Used by `/rtmp/exchange` (the caller names the URLs) and by the WeChat gateway (which
+generates them). A pull publishes its tracks into the room through the MediaServer; a push
+subscribes to resources through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from livesignal.media.errors import bad_body
+from livesignal.media.rtmp import RtmpPuller, RtmpPusher, redact
+from livesignal.media.sfu import MediaServer, Resource
+from livesignal.media.tracks import FeedTrack, SubscriberTrack
+
+logger = logging.getLogger(__name__)
+
+# (processor, room id, user id): /rtmp and /wechat clients of one user are distinct.
+BridgeKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PullSpec:
+    url: str
+    audio: bool
+    video: bool
+    msid: str
+    timestamp: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PushSpec:
+    """Push the resources `uris` (at most one audio, one video) to one RTMP stream."""
+
+    name: str  # identifies the target across exchanges
+    url: Callable[[], str]  # called on every (re)connect, so a signature can be renewed
+    uris: tuple[str, ...]
+
+
+@dataclass(eq=False)
+class _Pull:
+    spec: PullSpec
+    puller: RtmpPuller
+    resources: list[Resource]
+
+
+@dataclass(eq=False)
+class _Push:
+    spec: PushSpec
+    pusher: RtmpPusher
+
+
+@dataclass(eq=False)
+class _Client:
+    pull: _Pull | None = None
+    pushes: dict[str, _Push] = field(default_factory=dict)
+
+
+class StreamBridge:
+    def __init__(self, media: MediaServer, *, pull_timeout: float = 3.0) -> None:
+        self._media = media
+        self._pull_timeout = pull_timeout
+        self._clients: dict[BridgeKey, _Client] = {}
+        self._locks: dict[BridgeKey, asyncio.Lock] = {}
+
+    def _lock(self, key: BridgeKey) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    async def update(
+        self, key: BridgeKey, pull: PullSpec | None, pushes: list[PushSpec]
+    ) -> list[Resource]:
+        """Bring the client's pull and pushes to the given state; the pull's resources."""
+        self._validate_pushes(pushes)
+        async with self._lock(key):
+            client = self._clients.setdefault(key, _Client())
+            await self._update_pull(key, client, pull)
+            await self._update_pushes(client, pushes)
+            return list(client.pull.resources) if client.pull else []
+
+    def _validate_pushes(self, pushes: list[PushSpec]) -> None:
+        for spec in pushes:
+            kinds: list[str] = []
+            for uri in spec.uris:
+                resource = self._media.resource(uri)
+                if resource is None:
+                    raise bad_body(f"subscribeList: no resource {uri!r}")
+                if resource.kind in kinds:
+                    raise bad_body(f"two {resource.kind} resources pushed to one RTMP stream")
+                kinds.append(resource.kind)
+
+    async def _update_pull(self, key: BridgeKey, client: _Client, spec: PullSpec | None) -> None:
+        current = client.pull
+        if current is not None and spec is not None:
+            old = current.spec
+            same_source = (old.url, old.audio, old.video) == (spec.url, spec.audio, spec.video)
+            if spec.timestamp is not None and old.timestamp is not None:
+                if spec.timestamp < old.timestamp:
+                    return  # an older request arriving late: ignored (api-docs)
+                if spec.timestamp > old.timestamp:
+                    same_source = False  # "uri or media changed": pull and publish anew
+            if same_source:
+                return
+        if current is not None:
+            client.pull = None
+            await self._stop_pull(current)
+        if spec is None or not (spec.audio or spec.video):
+            return
+        _, room_id, user_id = key
+        loop = asyncio.get_running_loop()
+        video = FeedTrack("video", encoded=True) if spec.video else None
+        audio = FeedTrack("audio") if spec.audio else None
+        puller = RtmpPuller(
+            spec.url,
+            loop,
+            video=video,
+            audio=audio,
+            open_timeout=self._pull_timeout,
+            read_timeout=self._pull_timeout,
+        )
+        resources = [
+            self._media.publish(room_id, user_id, track.kind, spec.msid, track)
+            for track in (audio, video)
+            if track is not None
+        ]
+        puller.start()
+        client.pull = _Pull(spec, puller, resources)
+        logger.info("rtmp2rtc %s -> room %s as %s", redact(spec.url), room_id, user_id)
+
+    async def _stop_pull(self, pull: _Pull) -> None:
+        for resource in pull.resources:
+            self._media.withdraw(resource.uri)
+        await pull.puller.stop()
+
+    async def _update_pushes(self, client: _Client, specs: list[PushSpec]) -> None:
+        wanted = {spec.name: spec for spec in specs}
+        for name, push in list(client.pushes.items()):
+            spec = wanted.get(name)
+            if spec is None or spec.uris != push.spec.uris or push.pusher.stopping:
+                del client.pushes[name]
+                await push.pusher.stop()
+        loop = asyncio.get_running_loop()
+        for name, spec in wanted.items():
+            if name in client.pushes:
+                continue
+            tracks: list[SubscriberTrack] = [
+                self._media.subscribe(uri, accept_packets=False) for uri in spec.uris
+            ]
+            pusher = RtmpPusher(spec.url, loop, list(tracks))
+            pusher.start()
+            client.pushes[name] = _Push(spec, pusher)
+            logger.info("rtc2rtmp %s -> %s", ",".join(spec.uris), redact(spec.url()))
+
+    def kick(self, key: BridgeKey) -> bool:
+        """Retry the client's pull now (its publisher just started); False if none."""
+        client = self._clients.get(key)
+        if client is None or client.pull is None:
+            return False
+        client.pull.puller.kick()
+        return True
+
+    async def exit(self, key: BridgeKey) -> bool:
+        async with self._lock(key):
+            client = self._clients.pop(key, None)
+            self._locks.pop(key, None)
+        if client is None:
+            return False
+        await self._stop_client(client)
+        return True
+
+    async def _stop_client(self, client: _Client) -> None:
+        stops = [push.pusher.stop() for push in client.pushes.values()]
+        client.pushes.clear()
+        if client.pull is not None:
+            pull, client.pull = client.pull, None
+            for resource in pull.resources:
+                self._media.withdraw(resource.uri)
+            stops.append(pull.puller.stop())
+        await asyncio.gather(*stops)
+
+    async def close(self) -> None:
+        clients = list(self._clients.values())
+        self._clients.clear()
+        await asyncio.gather(*(self._stop_client(c) for c in clients))

@@ -1,0 +1,311 @@
+"""Media gateway routes (PROTOCOL §6): HTTP 200 with `resultCode`, `message` on failure.
+
+`add_media_routes` is the only entry point; it wires the media server (aiortc), the stream
+bridge (PyAV threads) and the WeChat gateway into the app and tears them down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from livesignal.media.bridge import PullSpec, PushSpec, StreamBridge
+from livesignal.media.errors import GatewayError, ResultCode, bad_body, bad_token
+from livesignal.media.sfu import MediaServer
+from livesignal.media.wechat import WechatGateway
+from livesignal.settings import Settings
+from livesignal.signal.auth import RtcTokenCodec, StreamUrls
+from livesignal.signal.clock import Clock
+
+logger = logging.getLogger(__name__)
+
+NO_PROCESSOR_MESSAGE = "http server hasn't the processor"
+# Path prefixes owned by the gateway: anything unknown under them is "no such processor".
+GATEWAY_PREFIXES = ("/rtmp", "/wechat", "/media", "/monitor")
+ON_PUBLISH_PATH = "/media/rtmp/on_publish"
+
+Handler = Callable[[web.Request], Awaitable[dict[str, Any]]]
+
+
+@dataclass(eq=False)
+class MediaGateway:
+    settings: Settings
+    clock: Clock
+    tokens: RtcTokenCodec
+    streams: StreamUrls
+    media: MediaServer
+    bridge: StreamBridge
+    wechat: WechatGateway
+
+    async def close(self) -> None:
+        await self.wechat.close()
+        await self.bridge.close()
+        await self.media.close()
+
+
+GATEWAY_KEY = web.AppKey("livesignal_media_gateway", MediaGateway)
+
+
+def add_media_routes(app: web.Application, settings: Settings, clock: Clock) -> None:
+    media = MediaServer()
+    bridge = StreamBridge(media)
+    streams = StreamUrls(settings.stream, settings.rtc)
+    gateway = MediaGateway(
+        settings=settings,
+        clock=clock,
+        tokens=RtcTokenCodec(settings.rtc),
+        streams=streams,
+        media=media,
+        bridge=bridge,
+        wechat=WechatGateway(media, bridge, streams, clock),
+    )
+    app[GATEWAY_KEY] = gateway
+    routes: dict[str, tuple[str, Handler]] = {
+        "/monitor/state": ("GET", _monitor_state),
+        "/exchange": ("POST", _exchange),
+        "/exit": ("POST", _exit),
+        "/rtmp/exchange": ("POST", _rtmp_exchange),
+        "/rtmp/exit": ("POST", _rtmp_exit),
+        "/wechat/exchange": ("POST", _wechat_exchange),
+        "/wechat/exit": ("POST", _wechat_exit),
+        "/media/resources": ("GET", _resources),
+    }
+    # nginx-rtmp reads only the status line of this one, so it is plain HTTP.
+    app.router.add_post(ON_PUBLISH_PATH, _on_publish)
+    for path, (method, handler) in routes.items():
+        app.router.add_route("*", path, _endpoint(method, handler))
+    for prefix in GATEWAY_PREFIXES:
+        app.router.add_route("*", prefix + "/{tail:.*}", _no_processor)
+
+    async def _shutdown(app: web.Application) -> None:
+        await app[GATEWAY_KEY].close()
+
+    app.on_shutdown.append(_shutdown)
+    app.on_cleanup.append(_shutdown)  # idempotent; covers apps cleaned up without shutdown
+
+
+def _reply(code: ResultCode, message: str | None = None, **fields: Any) -> web.Response:
+    body: dict[str, Any] = {"resultCode": int(code)}
+    if message is not None:
+        body["message"] = message
+    body.update(fields)
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+def _endpoint(method: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def endpoint(request: web.Request) -> web.Response:
+        if request.method != method:
+            return _reply(ResultCode.NO_PROCESSOR, NO_PROCESSOR_MESSAGE)
+        try:
+            fields = await handler(request)
+        except GatewayError as exc:
+            return _reply(exc.code, exc.message)
+        except Exception:
+            logger.exception("media gateway: %s %s failed", request.method, request.path)
+            return _reply(ResultCode.INTERNAL, "internal error")
+        return _reply(ResultCode.SUCCESS, **fields)
+
+    return endpoint
+
+
+async def _no_processor(request: web.Request) -> web.Response:
+    return _reply(ResultCode.NO_PROCESSOR, NO_PROCESSOR_MESSAGE)
+
+
+# --- request parsing ------------------------------------------------------------------------
+
+
+def _client(request: web.Request, room_id: str | None = None) -> tuple[str, str]:
+    """(room id, user id) of a request whose Token grants that room; else 40001."""
+    gateway = request.app[GATEWAY_KEY]
+    token = request.headers.get("Token", "").strip()
+    if not token:
+        raise bad_token("Token header is missing")
+    room = room_id or request.headers.get("Room-Id") or request.headers.get("RoomId")
+    if not room:
+        raise bad_token("Room-Id header is missing")
+    try:
+        grant = gateway.tokens.verify(token, gateway.clock.now())
+    except ValueError as exc:
+        raise bad_token(f"invalid Token: {exc}") from exc
+    if grant.room_name != room or not grant.user_id:
+        raise bad_token("Token does not grant this room")
+    return room, grant.user_id
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        raise bad_body("a JSON object body is required")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_body(f"malformed JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise bad_body("the body must be a JSON object")
+    return body
+
+
+def _object(body: dict[str, Any], name: str) -> dict[str, Any]:
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_body(f"{name} must be an object")
+    return value
+
+
+def _flag(section: dict[str, Any], name: str, where: str) -> bool:
+    value = section.get(name, True)
+    if not isinstance(value, bool):
+        raise bad_body(f"{where}.{name} must be true or false")
+    return value
+
+
+def _uris(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise bad_body(f"{where} must be an array")
+    uris: list[str] = []
+    for index, item in enumerate(value):
+        uri = item.get("uri") if isinstance(item, dict) else None
+        if not isinstance(uri, str) or not uri:
+            raise bad_body(f"{where}[{index}].uri must be a non-empty string")
+        uris.append(uri)
+    return uris
+
+
+def _offer(body: dict[str, Any]) -> str:
+    description = body.get("sdp")
+    if not isinstance(description, dict):
+        raise bad_body("sdp must be an object {type, sdp}")
+    if description.get("type") != "offer":
+        raise bad_body('sdp.type must be "offer"')
+    text = description.get("sdp")
+    if not isinstance(text, str) or not text.strip():
+        raise bad_body("sdp.sdp must be a non-empty string")
+    return text
+
+
+# --- handlers -------------------------------------------------------------------------------
+
+
+async def _monitor_state(request: web.Request) -> dict[str, Any]:
+    return {}
+
+
+async def _exchange(request: web.Request) -> dict[str, Any]:
+    room_id, user_id = _client(request)
+    body = await _json_object(request)
+    offer = _offer(body)
+    subscribe = _uris(body.get("subscribeList"), "subscribeList")
+    result = await request.app[GATEWAY_KEY].media.exchange(room_id, user_id, offer, subscribe)
+    return {
+        "sdp": {"type": "answer", "sdp": result.answer},
+        "publishList": [r.describe() for r in result.published],
+        # (ext) which answer m-line carries each subscription; its track id is the uri too
+        "subscribeList": [
+            {"uri": s.uri, "mid": s.mid, "mediaType": s.media_type} for s in result.subscribed
+        ],
+    }
+
+
+async def _exit(request: web.Request) -> dict[str, Any]:
+    room_id, user_id = _client(request)
+    await request.app[GATEWAY_KEY].media.exit(room_id, user_id)
+    return {}
+
+
+async def _rtmp_exchange(request: web.Request) -> dict[str, Any]:
+    room_id, user_id = _client(request)
+    body = await _json_object(request)
+    rtmp = _object(body, "rtmp")
+    rtc = _object(body, "rtc")
+    uris = _uris(rtc.get("subscribeList"), "rtc.subscribeList")
+    targets = rtmp.get("rtmpSubscribeList") or []
+    if not isinstance(targets, list) or len(targets) != len(uris):
+        raise bad_body("rtmp.rtmpSubscribeList must pair one rtmpUri with each rtc.subscribeList")
+    grouped: dict[str, list[str]] = {}
+    for index, (uri, target) in enumerate(zip(uris, targets, strict=True)):
+        url = target.get("rtmpUri") if isinstance(target, dict) else None
+        if not isinstance(url, str) or not url.startswith(("rtmp://", "rtmps://")):
+            raise bad_body(f"rtmp.rtmpSubscribeList[{index}].rtmpUri must be an rtmp:// URL")
+        grouped.setdefault(url, []).append(uri)
+    pushes = [PushSpec(url, _constant(url), tuple(group)) for url, group in grouped.items()]
+    pull: PullSpec | None = None
+    source = rtmp.get("uri")
+    if source is not None:
+        if not isinstance(source, str) or not source.startswith(("rtmp://", "rtmps://")):
+            raise bad_body("rtmp.uri must be an rtmp:// URL")
+        timestamp = rtmp.get("timestamp")
+        if timestamp is not None and (type(timestamp) is not int):
+            raise bad_body("rtmp.timestamp must be an integer")
+        pull = PullSpec(
+            source,
+            audio=_flag(rtmp, "audio", "rtmp"),
+            video=_flag(rtmp, "video", "rtmp"),
+            msid=f"{user_id}_rtmp",
+            timestamp=timestamp,
+        )
+    gateway = request.app[GATEWAY_KEY]
+    published = await gateway.bridge.update(("rtmp", room_id, user_id), pull, pushes)
+    return {"publishList": [r.describe() for r in published]}
+
+
+async def _rtmp_exit(request: web.Request) -> dict[str, Any]:
+    room_id, user_id = _client(request)
+    await request.app[GATEWAY_KEY].bridge.exit(("rtmp", room_id, user_id))
+    return {}
+
+
+async def _wechat_exchange(request: web.Request) -> dict[str, Any]:
+    room_id, user_id = _client(request)
+    body = await _json_object(request)
+    rtmp = _object(body, "rtmp")
+    subscribe = _uris(body.get("subscribeList"), "subscribeList")
+    result = await request.app[GATEWAY_KEY].wechat.exchange(
+        room_id,
+        user_id,
+        audio=_flag(rtmp, "audio", "rtmp"),
+        video=_flag(rtmp, "video", "rtmp"),
+        subscribe=subscribe,
+    )
+    return result.body()
+
+
+async def _wechat_exit(request: web.Request) -> dict[str, Any]:
+    room_id, user_id = _client(request)
+    await request.app[GATEWAY_KEY].wechat.exit(room_id, user_id)
+    return {}
+
+
+async def _resources(request: web.Request) -> dict[str, Any]:
+    room_id = request.query.get("room_id", "")
+    if not room_id:
+        raise bad_body("room_id query parameter is required")
+    _client(request, room_id)
+    resources = request.app[GATEWAY_KEY].media.resources(room_id)
+    return {
+        "list": [{"uri": r.uri, "mediaType": r.media_type, "user_id": r.user_id} for r in resources]
+    }
+
+
+async def _on_publish(request: web.Request) -> web.Response:
+    """nginx-rtmp on_publish: 2xx lets the push in, anything else refuses it."""
+    form = await request.post()
+    fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    app_name = fields.pop("app", "")
+    stream = fields.pop("name", "")
+    if request.app[GATEWAY_KEY].wechat.on_publish(app_name, stream, fields):
+        return web.Response(text="ok")
+    return web.Response(status=403, text="push refused")
+
+
+def _constant(value: str) -> Callable[[], str]:
+    return lambda: value

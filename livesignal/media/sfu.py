@@ -1,0 +1,401 @@
+"""The media server: aiortc peers, published resources and subscriptions through MediaRelay.
+
+A client is one (room id, user id). Its /exchange offer publishes every m-line the client
+sends on (each becomes a resource with an opaque uri) and receives one subscribed resource on
+each m-line it receives on. A later offer from the same RTCPeerConnection (same ICE ufrag)
+renegotiates; an offer with new ICE credentials replaces the old connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.contrib.media import MediaRelay
+from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from livesignal.media import sdp
+from livesignal.media.errors import bad_body
+from livesignal.media.tracks import FeedTrack, SubscriberTrack
+
+logger = logging.getLogger(__name__)
+
+MEDIA_TYPES = {"audio": 0, "video": 1}
+
+# What aiortc raises for an offer it cannot take (no common codec, missing ICE/DTLS
+# parameters, malformed attributes): the client's fault, answered 40002.
+_REFUSED_OFFER = (
+    ValueError,
+    AssertionError,
+    InvalidAccessError,
+    InvalidStateError,
+    OperationError,
+)
+
+ClientKey = tuple[str, str]  # (room id, user id)
+
+
+@dataclass(eq=False)
+class Resource:
+    """One published track of a room, fanned out to subscribers by MediaRelay."""
+
+    uri: str
+    room_id: str
+    user_id: str
+    kind: str
+    msid: str
+    source: FeedTrack
+    drain: asyncio.Task[None] | None = None
+
+    @property
+    def media_type(self) -> int:
+        return MEDIA_TYPES[self.kind]
+
+    def describe(self) -> dict[str, Any]:
+        return {"msid": self.msid, "mediaType": self.media_type, "uri": self.uri}
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    uri: str
+    mid: str
+    media_type: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeResult:
+    answer: str
+    published: list[Resource]
+    subscribed: list[Subscribed]
+
+
+@dataclass(eq=False)
+class Peer:
+    key: ClientKey
+    pc: RTCPeerConnection
+    ice_ufrag: str
+    published: dict[str, Resource] = field(default_factory=dict)  # mid -> resource
+    pumps: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # mid -> pump
+    slots: dict[str, SubscriberTrack] = field(default_factory=dict)  # mid -> sender track
+    closed: bool = False
+
+
+class MediaServer:
+    def __init__(self, ice_servers: list[RTCIceServer] | None = None) -> None:
+        # An explicit empty list keeps aiortc from contacting its default public STUN server.
+        self._ice_servers = list(ice_servers or [])
+        self._relay = MediaRelay()
+        self._resources: dict[str, Resource] = {}
+        self._peers: dict[ClientKey, Peer] = {}
+        self._locks: dict[ClientKey, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    # --- resources -----------------------------------------------------------------------
+
+    def publish(
+        self, room_id: str, user_id: str, kind: str, msid: str, source: FeedTrack
+    ) -> Resource:
+        """Register `source` as a resource of the room; it is relayed from now on."""
+        uri = f"{kind}-{secrets.token_urlsafe(12)}"
+        resource = Resource(uri, room_id, user_id, kind, msid, source)
+        # A permanent consumer keeps MediaRelay reading the source even with no subscriber,
+        # so the source never queues up and its GOP cache stays current.
+        drain_proxy = self._relay.subscribe(source, buffered=False)
+        resource.drain = self._spawn(_drain(drain_proxy), f"livesignal-media-drain-{uri}")
+        self._resources[uri] = resource
+        logger.info("room %s: %s published %s %s", room_id, user_id, kind, uri)
+        return resource
+
+    def withdraw(self, uri: str) -> None:
+        resource = self._resources.pop(uri, None)
+        if resource is None:
+            return
+        resource.source.stop()  # ends MediaRelay's reader, every proxy and the drain
+        logger.info("room %s: %s withdrew %s", resource.room_id, resource.user_id, uri)
+
+    def resource(self, uri: str) -> Resource | None:
+        return self._resources.get(uri)
+
+    def resources(self, room_id: str) -> list[Resource]:
+        return [r for r in self._resources.values() if r.room_id == room_id]
+
+    def subscribe(self, uri: str, *, accept_packets: bool) -> SubscriberTrack:
+        """A track that delivers resource `uri` (for rtc2rtmp and other in-process readers)."""
+        resource = self._resources.get(uri)
+        if resource is None:
+            raise KeyError(uri)
+        track = SubscriberTrack(resource.kind, self._relay, accept_packets=accept_packets)
+        track.attach(uri, resource.source)
+        return track
+
+    # --- peers ---------------------------------------------------------------------------
+
+    def peer_count(self) -> int:
+        return len(self._peers)
+
+    def connection(self, room_id: str, user_id: str) -> RTCPeerConnection | None:
+        """The client's current peer connection, if any (monitoring and tests)."""
+        peer = self._peers.get((room_id, user_id))
+        return peer.pc if peer is not None else None
+
+    def _lock(self, key: ClientKey) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    async def exchange(
+        self, room_id: str, user_id: str, offer: str, subscribe: list[str]
+    ) -> ExchangeResult:
+        key = (room_id, user_id)
+        async with self._lock(key):
+            return await self._exchange(key, offer, subscribe)
+
+    async def exit(self, room_id: str, user_id: str) -> bool:
+        """Tear the client's connection down; False if it had none."""
+        key = (room_id, user_id)
+        async with self._lock(key):
+            peer = self._peers.pop(key, None)
+            self._locks.pop(key, None)
+        if peer is None:
+            return False
+        await self._close_peer(peer)
+        return True
+
+    async def _exchange(self, key: ClientKey, offer: str, subscribe: list[str]) -> ExchangeResult:
+        if self._closing:
+            raise RuntimeError("media server is shutting down")
+        try:
+            info = sdp.parse_offer(offer)
+        except ValueError as exc:
+            raise bad_body(f"sdp: {exc}") from exc
+        if not any(m.is_media for m in info.media):
+            raise bad_body("sdp: the offer has no audio or video m-line")
+        wanted: list[Resource] = []
+        for uri in subscribe:
+            resource = self._resources.get(uri)
+            if resource is None:
+                raise bad_body(f"subscribeList: no resource {uri!r}")
+            if resource not in wanted:
+                wanted.append(resource)
+
+        peer = self._peers.get(key)
+        if peer is not None and peer.ice_ufrag != info.ice_ufrag:
+            # A new RTCPeerConnection on the client: the old one is gone with it.
+            self._peers.pop(key, None)
+            await self._close_peer(peer)
+            peer = None
+
+        plan = _plan_subscriptions(info, wanted, peer)
+        passthrough_mids = {
+            mid
+            for mid, resource in plan.items()
+            if resource.source.encoded and _section(info, mid).has_codec("H264")
+        }
+        offer = sdp.prefer_codec(offer, passthrough_mids, "H264")
+
+        created = peer is None
+        if peer is None:
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
+            peer = Peer(key=key, pc=pc, ice_ufrag=info.ice_ufrag)
+        try:
+            await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+            self._apply(peer, info, plan, passthrough_mids)
+            answer = await peer.pc.createAnswer()
+            await peer.pc.setLocalDescription(answer)
+        except BaseException as exc:
+            # aiortc's state after a failed negotiation is not worth trusting: drop it all.
+            if self._peers.get(key) is peer:
+                del self._peers[key]
+            await self._close_peer(peer)
+            if isinstance(exc, _REFUSED_OFFER):
+                raise bad_body(f"sdp: offer not accepted: {exc}") from exc
+            raise
+        if created:
+            self._peers[key] = peer
+            self._watch(peer)
+        local = peer.pc.localDescription
+        published = [peer.published[m.mid] for m in info.media if m.mid in peer.published]
+        subscribed = [
+            Subscribed(slot.uri, mid, MEDIA_TYPES[slot.kind])
+            for mid, slot in peer.slots.items()
+            if slot.uri
+        ]
+        return ExchangeResult(local.sdp, published, subscribed)
+
+    def _apply(
+        self,
+        peer: Peer,
+        info: sdp.SessionInfo,
+        plan: dict[str, Resource],
+        passthrough_mids: set[str],
+    ) -> None:
+        room_id, user_id = peer.key
+        sections = {m.mid: m for m in info.media}
+        for transceiver in peer.pc.getTransceivers():
+            mid = transceiver.mid
+            section = sections.get(mid or "")
+            if mid is None or section is None:
+                continue
+            # publishing: the client sends on this m-line
+            remote = transceiver.receiver.track
+            if section.client_sends and mid not in peer.published and remote is not None:
+                source = FeedTrack(section.kind)
+                msid = section.msid_stream or mid
+                resource = self.publish(room_id, user_id, section.kind, msid, source)
+                peer.published[mid] = resource
+                peer.pumps[mid] = self._spawn(
+                    _pump(remote, source), f"livesignal-media-pump-{resource.uri}"
+                )
+            elif not section.client_sends and mid in peer.published:
+                self._unpublish(peer, mid)
+            # subscribing: the client receives resource plan[mid] on this m-line
+            target = plan.get(mid)
+            slot = peer.slots.get(mid)
+            if target is not None:
+                if slot is None:
+                    slot = SubscriberTrack(
+                        section.kind, self._relay, accept_packets=mid in passthrough_mids
+                    )
+                    peer.slots[mid] = slot
+                if slot.uri != target.uri:  # uris are never reused, so equal = same source
+                    slot.accept_packets = mid in passthrough_mids
+                    slot.attach(target.uri, target.source)
+                transceiver.sender.replaceTrack(slot)
+            elif slot is not None and slot.uri:
+                slot.detach()
+            _set_direction(transceiver, section, target is not None)
+
+    def _unpublish(self, peer: Peer, mid: str) -> None:
+        resource = peer.published.pop(mid, None)
+        pump = peer.pumps.pop(mid, None)
+        if pump is not None:
+            pump.cancel()
+        if resource is not None:
+            self.withdraw(resource.uri)
+
+    async def _close_peer(self, peer: Peer) -> None:
+        if peer.closed:
+            return
+        peer.closed = True
+        for mid in list(peer.published):
+            self._unpublish(peer, mid)
+        for slot in peer.slots.values():
+            slot.stop()
+        peer.slots.clear()
+        await peer.pc.close()
+        logger.info("room %s: %s disconnected", *peer.key)
+
+    def _watch(self, peer: Peer) -> None:
+        @peer.pc.on("connectionstatechange")
+        def _on_state() -> None:
+            state = peer.pc.connectionState
+            if state in ("failed", "closed") and not peer.closed:
+                logger.info("room %s: %s connection %s", peer.key[0], peer.key[1], state)
+                self._spawn(self._drop(peer), "livesignal-media-drop")
+
+    async def _drop(self, peer: Peer) -> None:
+        async with self._lock(peer.key):
+            if self._peers.get(peer.key) is peer:
+                del self._peers[peer.key]
+                self._locks.pop(peer.key, None)
+        await self._close_peer(peer)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def close(self) -> None:
+        """Close every peer and withdraw every resource (application shutdown)."""
+        self._closing = True
+        peers = list(self._peers.values())
+        self._peers.clear()
+        for peer in peers:
+            await self._close_peer(peer)
+        for uri in list(self._resources):
+            self.withdraw(uri)
+        pending = [t for t in self._background if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _section(info: sdp.SessionInfo, mid: str) -> sdp.MediaSection:
+    return next(m for m in info.media if m.mid == mid)
+
+
+def _plan_subscriptions(
+    info: sdp.SessionInfo, wanted: list[Resource], peer: Peer | None
+) -> dict[str, Resource]:
+    """Assign each wanted resource to one m-line the client receives on (mid -> resource).
+
+    A resource keeps the m-line it already had; new ones take free recvonly m-lines first
+    (a client adds one recvonly transceiver per subscription), then sendrecv ones.
+    """
+    receiving = [m for m in info.media if m.is_media and m.client_receives]
+    plan: dict[str, Resource] = {}
+    current = {slot.uri: mid for mid, slot in peer.slots.items() if slot.uri} if peer else {}
+    for resource in wanted:
+        mid = current.get(resource.uri)
+        if mid is not None and any(m.mid == mid and m.kind == resource.kind for m in receiving):
+            plan[mid] = resource
+    for resource in wanted:
+        if resource in plan.values():
+            continue
+        free = [m for m in receiving if m.kind == resource.kind and m.mid not in plan]
+        free.sort(key=lambda m: m.direction != "recvonly")
+        if not free:
+            raise bad_body(
+                f"subscribeList: the offer has no free {resource.kind} m-line to receive "
+                f"{resource.uri!r} (add a recvonly transceiver per subscription)"
+            )
+        plan[free[0].mid] = resource
+    return plan
+
+
+def _set_direction(
+    transceiver: RTCRtpTransceiver, section: sdp.MediaSection, sending: bool
+) -> None:
+    receiving = section.client_sends
+    if sending and receiving:
+        transceiver.direction = "sendrecv"
+    elif sending:
+        transceiver.direction = "sendonly"
+    elif receiving:
+        transceiver.direction = "recvonly"
+    else:
+        transceiver.direction = "inactive"
+
+
+async def _pump(remote: MediaStreamTrack, source: FeedTrack) -> None:
+    """Move a publisher's received frames into the resource's source track."""
+    try:
+        while True:
+            source.feed(await remote.recv())
+    except MediaStreamError:
+        pass
+    finally:
+        source.stop()
+
+
+async def _drain(proxy: MediaStreamTrack) -> None:
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            await proxy.recv()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -141,8 +141,22 @@ async def harness(make_harness: HarnessFactory) -> Harness:
     return await make_harness()
 
 
+if TYPE_CHECKING:
+    from livesignal.client import SignalClient
+
+Connect = Callable[..., Awaitable["SignalClient"]]
+
+
+async def live_room(client: SignalClient) -> str:
+    """Create a room as the client's user and start it; its live_id."""
+    room = await client.request("room.create", title="room")
+    started = await client.request("room.start", live_id=room["live_id"])
+    assert started["live_status"] == 1
+    return str(room["live_id"])
+
+
 @pytest.fixture
-async def connect(make_harness: HarnessFactory) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+async def connect(make_harness: HarnessFactory) -> AsyncIterator[Connect]:
     """connect(harness, user, **kw) -> SignalClient: a real WebSocket client, closed after."""
     from livesignal.client import SignalClient
 

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from livesignal.client import SignalClient
-from tests.conftest import Harness
-
-Connect = Callable[..., Awaitable[SignalClient]]
-
-
-async def live_room(client: SignalClient) -> str:
-    room = await client.request("room.create", title="pk room")
-    started = await client.request("room.start", live_id=room["live_id"])
-    assert started["live_status"] == 1
-    return str(room["live_id"])
+from tests.conftest import Connect, Harness, live_room
 
 
 async def pk_states(client: SignalClient, count: int) -> list[dict[str, Any]]:

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import orjson
 import pytest
 
 from livesignal.client import SignalClient, SignalError
-from tests.conftest import Harness, HarnessFactory
+from tests.conftest import Connect, Harness, HarnessFactory, live_room
 from tests.rawws import StalledClient
-
-Connect = Callable[..., Awaitable[SignalClient]]
-
-
-async def live_room(client: SignalClient) -> str:
-    room = await client.request("room.create", title="room")
-    await client.request("room.start", live_id=room["live_id"])
-    return str(room["live_id"])
 
 
 async def test_welcome_then_pending_invitations(harness: Harness, connect: Connect) -> None:

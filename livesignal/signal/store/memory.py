@@ -92,6 +92,12 @@ class MemoryStore:
         return user
 
     # --- rooms ---------------------------------------------------------------------------
+    def _save_room(self, room: Room) -> Room:
+        """Store a changed copy of a room as its new version."""
+        room.version += 1
+        self._rooms[room.live_id] = room
+        return room
+
     async def insert_room(self, room: Room) -> bool:
         if room.live_id in self._rooms:
             return False
@@ -112,8 +118,7 @@ class MemoryStore:
         draft = _clone_room(current) if current is not None else None
         result = mutate(draft)
         if draft is not None:
-            draft.version += 1
-            self._rooms[live_id] = draft
+            self._save_room(draft)
         return result
 
     async def delete_room(self, live_id: str) -> list[Member]:
@@ -140,8 +145,7 @@ class MemoryStore:
             if room.status == RoomStatus.LIVE:
                 room = _clone_room(room)
                 room.anchor_absent_since = now
-                room.version += 1
-                self._rooms[room.live_id] = room
+                self._save_room(room)
         return Departure(member=member, room=room, anchor_went_offline=anchor_went_offline)
 
     async def join(
@@ -183,8 +187,7 @@ class MemoryStore:
                     room.uv += 1
             if user_id == room.anchor_id:
                 room.anchor_absent_since = None
-            room.version += 1
-            self._rooms[live_id] = room
+            self._save_room(room)
         return JoinOutcome(
             room=room,
             member=member.snapshot(),
@@ -261,8 +264,7 @@ class MemoryStore:
         for room in rooms:
             busy = _clone_room(room)
             busy.relay_id = relay.relay_id
-            busy.version += 1
-            self._rooms[busy.live_id] = busy
+            self._save_room(busy)
         stored = _clone_relay(relay)
         self._relays[relay.relay_id] = stored
         self._active_relays[relay.relay_id] = stored
@@ -290,8 +292,7 @@ class MemoryStore:
             if room is not None and room.relay_id == relay.relay_id:
                 free = _clone_room(room)
                 free.relay_id = ""
-                free.version += 1
-                self._rooms[live_id] = free
+                self._save_room(free)
 
     async def active_relays(self) -> list[Relay]:
         return list(self._active_relays.values())

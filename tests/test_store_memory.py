@@ -135,6 +135,21 @@ async def test_rooms_with_status(store: Store) -> None:
     assert sorted(r.live_id for r in both) == ["c", "l"]
 
 
+async def test_rooms_with_status_follows_changes_and_deletion(store: Store) -> None:
+    await add_room(store, "c", "a1", RoomStatus.CREATED)
+
+    def go_live(room: Room | None) -> None:
+        assert room is not None
+        room.status = RoomStatus.LIVE
+
+    await store.update_room("c", go_live)
+    assert [r.live_id for r in await store.rooms_with_status([RoomStatus.CREATED])] == []
+    live = await store.rooms_with_status([RoomStatus.LIVE])
+    assert [(r.live_id, r.status) for r in live] == [("c", RoomStatus.LIVE)]
+    await store.delete_room("c")
+    assert await store.rooms_with_status(list(RoomStatus)) == []
+
+
 # --- presence ------------------------------------------------------------------------------
 
 

@@ -38,6 +38,8 @@ class MemoryStore:
         self._counters: dict[str, int] = {}
         self._users: dict[str, User] = {}
         self._rooms: dict[str, Room] = {}
+        # live_ids by status, so listing live rooms does not walk every room ever created
+        self._by_status: dict[RoomStatus, dict[str, None]] = {s: {} for s in RoomStatus}
         self._visitors: dict[str, set[str]] = {}  # live_id -> users who ever joined (uv)
         self._members: dict[str, dict[str, Member]] = {}  # live_id -> user_id -> member
         self._user_room: dict[str, str] = {}  # user_id -> live_id
@@ -95,6 +97,10 @@ class MemoryStore:
     def _save_room(self, room: Room) -> Room:
         """Store a changed copy of a room as its new version."""
         room.version += 1
+        previous = self._rooms.get(room.live_id)
+        if previous is not None and previous.status != room.status:
+            del self._by_status[previous.status][room.live_id]
+            self._by_status[room.status][room.live_id] = None
         self._rooms[room.live_id] = room
         return room
 
@@ -102,6 +108,7 @@ class MemoryStore:
         if room.live_id in self._rooms:
             return False
         self._rooms[room.live_id] = _clone_room(room)
+        self._by_status[room.status][room.live_id] = None
         self._members[room.live_id] = {}
         self._visitors[room.live_id] = set()
         return True
@@ -110,8 +117,8 @@ class MemoryStore:
         return self._rooms.get(live_id)
 
     async def rooms_with_status(self, statuses: Iterable[RoomStatus]) -> list[Room]:
-        wanted = set(statuses)
-        return [room for room in self._rooms.values() if room.status in wanted]
+        rooms = self._rooms
+        return [rooms[live_id] for status in set(statuses) for live_id in self._by_status[status]]
 
     async def update_room(self, live_id: str, mutate: Callable[[Room | None], T]) -> T:
         current = self._rooms.get(live_id)
@@ -122,7 +129,9 @@ class MemoryStore:
         return result
 
     async def delete_room(self, live_id: str) -> list[Member]:
-        self._rooms.pop(live_id, None)
+        room = self._rooms.pop(live_id, None)
+        if room is not None:
+            del self._by_status[room.status][live_id]
         self._visitors.pop(live_id, None)
         members = self._members.pop(live_id, {})
         for user_id in members:

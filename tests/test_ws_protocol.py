@@ -273,6 +273,10 @@ async def test_resume_past_the_history_is_not_recovered(harness: Harness, connec
     with pytest.raises(SignalError) as ahead:
         await other.request("room.resume", live_id=live_id, since=reply["seq"] + 10)
     assert ahead.value.code == 400
+    await anchor.request("room.delete", live_id=live_id)
+    with pytest.raises(SignalError) as deleted:
+        await other.request("room.resume", live_id=live_id, since=reply["seq"])
+    assert deleted.value.code == 404
 
 
 async def test_slow_consumer_is_closed_4009_while_the_room_keeps_receiving(

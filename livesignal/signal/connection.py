@@ -321,6 +321,7 @@ class Connection:
         if since is None or since < 0:
             raise BadRequest("since is required: the last seq received, >= 0")
         broker = self.services.ctx.broker
+        await self.services.rooms.get(live_id)  # a deleted room is 404, not "since too high"
         if since > await broker.current_seq(live_id):
             raise BadRequest("since is above the room's current seq")
         rooms = self.services.rooms

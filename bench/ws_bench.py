@@ -4,6 +4,7 @@
     python bench/ws_bench.py fanout  [--sockets 1000 --messages 200]
 
 invite: REST relay start → the receiver's socket gets relay.invited; p50/p99 latency.
+memory: N idle sockets joined to one room; server RSS per socket.
 fanout: one room of N raw sockets; the anchor sends chat messages over its socket; every
         socket must receive every message. Reports deliveries/s and server CPU seconds per
         100k deliveries. Receivers are minimal (count frames in the byte stream) so the client
@@ -155,11 +156,46 @@ async def bench_fanout(server: Server, sockets: int, messages: int) -> None:
     await anchor.close()
 
 
+def rss_bytes(server: Server) -> int:
+    with open(f"/proc/{server.process.pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def bench_memory(server: Server, sockets: int) -> None:
+    anchor = await SignalClient.connect(server.ws, token("anchor"))
+    live_id = await live_room(anchor)
+    before = rss_bytes(server)
+    receivers = []
+    for index in range(sockets):
+        receiver = await RawReceiver.open(server.port, f"idle{index}")
+        join = {"id": 1, "type": "room.join", "data": {"live_id": live_id}}
+        receiver.send_text(orjson.dumps(join).decode())
+        receivers.append(receiver)
+    info = await anchor.request("room.info", live_id=live_id)
+    while info["online_count"] < sockets + 1:
+        await asyncio.sleep(0.1)
+        info = await anchor.request("room.info", live_id=live_id)
+    after = rss_bytes(server)
+    print(f"memory: {sockets} idle sockets joined to one room")
+    print(
+        f"  server RSS +{(after - before) / 2**20:.1f} MiB = "
+        f"{(after - before) / sockets / 1024:.1f} KiB per socket"
+    )
+    for receiver in receivers:
+        receiver.writer.close()
+    await anchor.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="which", required=True)
     invite = sub.add_parser("invite")
     invite.add_argument("--count", type=int, default=1000)
+    memory = sub.add_parser("memory")
+    memory.add_argument("--sockets", type=int, default=1000)
     fanout = sub.add_parser("fanout")
     fanout.add_argument("--sockets", type=int, default=1000)
     fanout.add_argument("--messages", type=int, default=200)
@@ -168,6 +204,8 @@ def main() -> None:
     with running_server("[presence]\nheartbeat_interval = 60.0\n") as server:
         if args.which == "invite":
             asyncio.run(bench_invite(server, args.count))
+        elif args.which == "memory":
+            asyncio.run(bench_memory(server, args.sockets))
         else:
             asyncio.run(bench_fanout(server, args.sockets, args.messages))
 

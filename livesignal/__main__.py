@@ -123,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    asyncio.run(_serve(settings))
+    try:
+        asyncio.run(_serve(settings))
+    except SettingsError as exc:
+        print(f"livesignal: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -15,7 +15,7 @@ from livesignal.appkeys import SERVICES
 from livesignal.http_compat.routes import add_rest_routes, rest_errors
 from livesignal.http_compat.server_auth import add_server_routes
 from livesignal.media.routes import add_media_routes
-from livesignal.settings import Settings
+from livesignal.settings import Settings, SettingsError
 from livesignal.signal.auth import RtcTokenCodec, StreamUrls, TokenCodec
 from livesignal.signal.broker.memory import MemoryBroker
 from livesignal.signal.clock import Clock, SystemClock
@@ -44,8 +44,9 @@ def effective_jwt_secret(settings: Settings) -> str:
 
 def build_context(settings: Settings, clock: Clock | None = None) -> ServiceContext:
     if settings.store.backend != "memory":
-        raise NotImplementedError(
-            f"store.backend {settings.store.backend!r} is not available yet; use 'memory'"
+        raise SettingsError(
+            f"store.backend {settings.store.backend!r} is not available in this version; "
+            "use 'memory'"
         )
     clock = clock or SystemClock()
     return ServiceContext(

@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+        if not args.user_id.strip():
+            print("livesignal: --user-id must not be empty", file=sys.stderr)
+            return 2
         codec = TokenCodec(settings.auth.jwt_secret, settings.auth.token_ttl)
         if args.ttl is not None and args.ttl <= 0:
             print("livesignal: --ttl must be positive", file=sys.stderr)

@@ -113,6 +113,22 @@ async def rest_errors(
         return plain_failure(request_id_of(request), 500, "internal error")
 
 
+def _method_not_allowed(allowed: list[str]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def refuse(request: web.Request) -> web.Response:
+        response = plain_failure(request_id_of(request), 405, "method not allowed")
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+
+    return refuse
+
+
 def add_rest_routes(app: web.Application) -> None:
+    by_path: dict[str, list[tuple[str, str, bool]]] = {}
     for method, path, operation, reads_body in ROUTES:
-        app.router.add_route(method, path, rest_handler(operation, reads_body))
+        by_path.setdefault(path, []).append((method, operation, reads_body))
+    for path, routes in by_path.items():
+        for method, operation, reads_body in routes:
+            app.router.add_route(method, path, rest_handler(operation, reads_body))
+        # Any other method on this path is 405 here: a literal path never falls through to a
+        # later `{live_id}` route (PUT /client/live/room/instance is not a start).
+        app.router.add_route("*", path, _method_not_allowed([m for m, _, _ in routes]))

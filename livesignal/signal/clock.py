@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
@@ -42,7 +43,12 @@ def format_china_time(unix: float | None) -> str:
     return datetime.fromtimestamp(unix, CHINA_TZ).strftime(TIME_FORMAT)
 
 
+_TIME_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+
+
 def parse_china_time(text: str) -> int:
     """Parse 'YYYY-MM-DD HH:MM:SS' (UTC+8) into unix seconds; ValueError if malformed."""
+    if not _TIME_SHAPE.fullmatch(text):  # strptime alone would take "2021-12-2 1:1:1"
+        raise ValueError(f"not YYYY-MM-DD HH:MM:SS: {text!r}")
     parsed = datetime.strptime(text, TIME_FORMAT).replace(tzinfo=CHINA_TZ)
     return int(parsed.timestamp())

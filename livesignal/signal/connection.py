@@ -77,6 +77,7 @@ class Connection:
         self.hub = hub
         self.session_id = secrets.token_hex(8)
         self.attached: str | None = None  # the room whose events this socket receives
+        self.holds_membership = False  # this socket keeps its user present in `attached`
         self.last_seen = asyncio.get_running_loop().time()
         self._buffer: list[RoomEvent] | None = None  # events held back while attaching
         self._closing = False
@@ -149,6 +150,7 @@ class Connection:
         if self.attached == live_id:
             self.services.ctx.broker.unsubscribe_room(live_id, self.on_room_event)
             self.attached = None
+            self.holds_membership = False
 
     # --- the connection's life -----------------------------------------------------------
     async def run(self) -> None:
@@ -177,10 +179,12 @@ class Connection:
 
     async def _leave_attached_room(self) -> None:
         """Stop receiving the room's events and drop this socket's hold on the membership."""
-        live_id = self.attached
+        live_id, held = self.attached, self.holds_membership
         if live_id is None:
             return
         self._detach_locally(live_id)
+        if not held:
+            return
         try:
             await self.services.presence.release_socket(
                 self.identity.user_id, live_id, self.leave_reason
@@ -226,7 +230,8 @@ class Connection:
             handler = OPERATIONS.get(request.type)
             if handler is None:
                 raise BadRequest(f"unknown type {request.type!r}")
-            result = await handler(self.services, Call(self.identity, Params(request.data)))
+            call = Call(self.identity, Params(request.data), via_socket=True)
+            result = await handler(self.services, call)
             self.send(reply_frame(request.id, result))
         except ApiError as error:
             self.send(error_frame(request.id, error))
@@ -239,20 +244,26 @@ class Connection:
 
     # --- operations that attach the socket to a room -------------------------------------
     async def _attach(
-        self, live_id: str, action: Callable[[Hold], Awaitable[dict[str, Any]]]
+        self,
+        live_id: str,
+        action: Callable[[Hold], Awaitable[dict[str, Any]]],
+        *,
+        joins: bool = True,
     ) -> tuple[dict[str, Any], list[RoomEvent]]:
         """Run a join-like action and subscribe to the room without losing or repeating events.
 
         Events published while the action runs are held back; the caller replies and then
-        releases those newer than the seq it reported.
+        releases those newer than the seq it reported. `joins` says whether the action makes
+        the user a member (with this socket's hold) or only subscribes the socket.
         """
         broker = self.services.ctx.broker
         already = self.attached == live_id
+        keeps_hold = already and self.holds_membership
         if not already:
             self._buffer = []
             broker.subscribe_room(live_id, self.on_room_event)
         try:
-            result = await action("none" if already else "socket")
+            result = await action("none" if keeps_hold or not joins else "socket")
         except BaseException:
             if not already:
                 broker.unsubscribe_room(live_id, self.on_room_event)
@@ -260,8 +271,11 @@ class Connection:
             raise
         held, self._buffer = self._buffer or [], None
         if self.attached is not None and self.attached != live_id:
-            self._detach_locally(self.attached)
+            # Still attached elsewhere (the action did not switch the membership, e.g. an
+            # admin starting another room): drop that room and this socket's hold on it.
+            await self._leave_attached_room()
         self.attached = live_id
+        self.holds_membership = keeps_hold or joins
         return result, held
 
     def _release(self, held: list[RoomEvent], after_seq: int) -> None:
@@ -298,18 +312,14 @@ class Connection:
     async def _op_start(self, request: Request) -> None:
         live_id = Params(request.data).text("live_id")
         rooms = self.services.rooms
-        room = await rooms.get(live_id)
-        if room.anchor_id != self.identity.user_id:
-            # An admin starting someone else's room does not join it.
-            result = await rooms.start(self.identity, live_id)
-            reply, _ = await self._room_reply(result, live_id)
-            self.send(reply_frame(request.id, reply))
-            return
+        # The anchor joins with this socket's hold; an admin starting someone else's room is
+        # not made a member, but its socket receives the room's events all the same.
+        is_anchor = (await rooms.get(live_id)).anchor_id == self.identity.user_id
 
         async def start(hold: Hold) -> dict[str, Any]:
             return await rooms.start(self.identity, live_id, hold=hold)
 
-        view, held = await self._attach(live_id, start)
+        view, held = await self._attach(live_id, start, joins=is_anchor)
         reply, seq = await self._room_reply(view, live_id)
         self.send(reply_frame(request.id, reply))
         self._release(held, seq)

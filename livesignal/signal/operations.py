@@ -23,6 +23,7 @@ MAX_REJECT_REASON = 1024
 class Call:
     caller: Identity
     params: Params
+    via_socket: bool = False  # the few rules that differ by transport read this
 
 
 Handler = Callable[[Services, Call], Awaitable[dict[str, Any]]]
@@ -82,7 +83,8 @@ async def room_leave(s: Services, c: Call) -> dict[str, Any]:
 
 
 async def room_heartbeat(s: Services, c: Call) -> dict[str, Any]:
-    return await s.presence.heartbeat(c.caller.user_id, c.params.text("live_id"))
+    live_id = c.params.text("live_id")
+    return await s.presence.heartbeat(c.caller.user_id, live_id, rest=not c.via_socket)
 
 
 async def room_extends(s: Services, c: Call) -> dict[str, Any]:

@@ -34,6 +34,10 @@ class PresenceService:
         nothing new (a socket already attached to the room re-joins it).
         """
         now = self._ctx.clock.now()
+        # A membership that lapsed but was not swept yet ended by "timeout" at its lapse: say
+        # so first, so that switching away from it (or rejoining it) is not mistaken for a
+        # switch and an anchor's absence counts from the lapse.
+        await self.expire(now)
         deadline = now + self._timeout if hold == "rest" else None
         socket = hold == "socket"
         outcome = await self._ctx.store.join(user_id, live_id, now, deadline, socket)
@@ -61,11 +65,19 @@ class PresenceService:
             raise NotFound("not a member of this room")
         await self._announce_departure(departure, events.LEFT_LEAVE)
 
-    async def heartbeat(self, user_id: str, live_id: str) -> dict[str, Any]:
-        """Refresh REST-held presence; the anchor of a room that is not ended (re)joins it."""
+    async def heartbeat(self, user_id: str, live_id: str, *, rest: bool = True) -> dict[str, Any]:
+        """Refresh REST-held presence; the anchor of a room that is not ended (re)joins it.
+
+        Over a socket (`rest=False`) a present member's REST timestamp is left alone: only
+        REST calls set it (§3.3), so closing the socket still ends the presence at once.
+        """
         room = await self._ctx.store.get_room(live_id)
         if room is None:
             raise NotFound("room not found")
+        if not rest:
+            member = await self._ctx.store.get_member(user_id, live_id)
+            if member is not None and member.is_present(self._ctx.clock.now()):
+                return {"live_id": live_id, "live_status": int(room.status)}
         if room.anchor_id == user_id and room.status != RoomStatus.ENDED:
             outcome = await self.join(user_id, live_id)
             return {"live_id": live_id, "live_status": int(outcome.room.status)}

@@ -87,8 +87,8 @@ def parse_frame(text: str) -> Frame:
     if not isinstance(value, dict):
         return Malformed(None, "frame must be a JSON object")
     kind = value.get("type")
-    if kind == "ping" and "id" not in value:
-        return AppPing()
+    if kind == "ping":
+        return AppPing()  # answered with a pong and nothing else, whatever else it carries
     request_id = value.get("id")
     if isinstance(request_id, bool) or not isinstance(request_id, int | str):
         return Malformed(None, "id must be an integer or a string")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -15,7 +14,7 @@ from livesignal.appkeys import SERVICES
 from livesignal.http_compat.routes import add_rest_routes, rest_errors
 from livesignal.http_compat.server_auth import add_server_routes
 from livesignal.media.routes import add_media_routes
-from livesignal.settings import Settings, SettingsError
+from livesignal.settings import Settings, SettingsError, fill_random_secrets
 from livesignal.signal.auth import RtcTokenCodec, StreamUrls, TokenCodec
 from livesignal.signal.broker.memory import MemoryBroker
 from livesignal.signal.clock import Clock, SystemClock
@@ -31,15 +30,23 @@ log = logging.getLogger(__name__)
 CLIENT_MAX_SIZE = 1024 * 1024
 
 
-def effective_jwt_secret(settings: Settings) -> str:
-    """The configured client-token secret, or a random one for this process (with a warning)."""
-    if settings.auth.jwt_secret:
-        return settings.auth.jwt_secret
-    log.warning(
-        "auth.jwt_secret is empty: using a random per-process secret; tokens will not survive "
-        "a restart and `livesignal token` cannot issue tokens for this server"
-    )
-    return secrets.token_urlsafe(48)
+_RANDOM_SECRET_WARNINGS = {
+    "auth.jwt_secret": "client tokens will not survive a restart and `livesignal token` "
+    "cannot issue tokens for this server",
+    "stream.publish_key": "signed push URLs are valid only until this process stops",
+    "rtc.secret_key": "RTC room tokens (relay_token, the gateway's Token) are valid only "
+    "until this process stops",
+}
+
+
+def use_random_secrets_where_empty(settings: Settings) -> None:
+    """Fill empty secrets in place with random ones, warning for each (never logging them)."""
+    for name in fill_random_secrets(settings):
+        log.warning(
+            "%s is empty: using a random per-process secret; %s",
+            name,
+            _RANDOM_SECRET_WARNINGS[name],
+        )
 
 
 def build_context(settings: Settings, clock: Clock | None = None) -> ServiceContext:
@@ -49,12 +56,13 @@ def build_context(settings: Settings, clock: Clock | None = None) -> ServiceCont
             "use 'memory'"
         )
     clock = clock or SystemClock()
+    use_random_secrets_where_empty(settings)
     return ServiceContext(
         settings=settings,
         clock=clock,
         store=MemoryStore(),
         broker=MemoryBroker(clock),
-        tokens=TokenCodec(effective_jwt_secret(settings), settings.auth.token_ttl),
+        tokens=TokenCodec(settings.auth.jwt_secret, settings.auth.token_ttl),
         rtc_tokens=RtcTokenCodec(settings.rtc),
         urls=StreamUrls(settings.stream, settings.rtc),
     )

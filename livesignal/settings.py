@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +63,7 @@ class StreamSettings:
     flv_play_base: str = "http://127.0.0.1:8088/live"
     hls_play_base: str = "http://127.0.0.1:8088/hls"
     security: str = "expiry"
-    publish_key: str = "change-me"
+    publish_key: str = ""  # "" = random per process (see fill_random_secrets)
     publish_ttl: int = 3600
 
 
@@ -69,8 +71,24 @@ class StreamSettings:
 class RtcSettings:
     app_id: str = "livesignal"
     access_key: str = "ak"
-    secret_key: str = "sk-change-me"
+    secret_key: str = ""  # "" = random per process (see fill_random_secrets)
     token_ttl: int = 86400
+
+
+@dataclass
+class LimitsSettings:
+    """PROTOCOL §7: what one client may store, send and hold. 0 turns a limit off."""
+
+    extends_bytes: int = 4096  # any one extends map as compact JSON
+    sockets_per_user: int = 10
+    sockets_per_ip: int = 0
+    trusted_proxies: list[str] = field(default_factory=list)
+    requests_per_second: float = 50.0  # burst 2x
+    chat_per_second: float = 10.0  # burst 5x
+    relay_starts_per_minute: float = 30.0
+    open_rooms_per_user: int = 20
+    header_timeout: float = 10.0
+    idle_timeout: float = 75.0
 
 
 @dataclass
@@ -82,6 +100,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
     rtc: RtcSettings = field(default_factory=RtcSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
 
     def __post_init__(self) -> None:
         _check_choice("relay.accept_mode", self.relay.accept_mode, ("invite", "auto"))
@@ -106,6 +125,51 @@ class Settings:
         secret = self.auth.jwt_secret
         if secret and len(secret.encode()) < 32:
             raise SettingsError("auth.jwt_secret: must be at least 32 bytes (or empty)")
+        _check_limits(self.limits)
+
+
+def _check_limits(limits: LimitsSettings) -> None:
+    never_negative = {
+        "limits.extends_bytes": limits.extends_bytes,
+        "limits.sockets_per_user": limits.sockets_per_user,
+        "limits.sockets_per_ip": limits.sockets_per_ip,
+        "limits.requests_per_second": limits.requests_per_second,
+        "limits.chat_per_second": limits.chat_per_second,
+        "limits.relay_starts_per_minute": limits.relay_starts_per_minute,
+        "limits.open_rooms_per_user": limits.open_rooms_per_user,
+        "limits.header_timeout": limits.header_timeout,
+        "limits.idle_timeout": limits.idle_timeout,
+    }
+    for name, value in never_negative.items():
+        if value < 0:
+            raise SettingsError(f"{name}: must be >= 0 (0 turns the limit off), got {value}")
+    for index, address in enumerate(limits.trusted_proxies):
+        try:
+            ipaddress.ip_network(address, strict=False)
+        except ValueError as exc:
+            raise SettingsError(
+                f"limits.trusted_proxies[{index}]: {address!r} is not an IP address or network"
+            ) from exc
+
+
+# Secrets that, left empty, are made up for this process (a warning is logged for each).
+RANDOM_WHEN_EMPTY = ("auth.jwt_secret", "stream.publish_key", "rtc.secret_key")
+
+
+def fill_random_secrets(settings: Settings) -> list[str]:
+    """Give every empty secret of RANDOM_WHEN_EMPTY a random value, in place; their names.
+
+    No secret ships with the code: a default key would let anyone who read it sign pushes or
+    RTC tokens. A random one works within this process and dies with it.
+    """
+    filled = []
+    for name in RANDOM_WHEN_EMPTY:
+        section_name, key = name.split(".")
+        section = getattr(settings, section_name)
+        if not getattr(section, key):
+            setattr(section, key, secrets.token_urlsafe(48))
+            filled.append(name)
+    return filled
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -116,6 +180,10 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 def _coerce(name: str, value: Any, expected: type) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is list:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise SettingsError(f"{name}: expected a list of strings, got {value!r}")
+        return list(value)
     if isinstance(value, bool) or not isinstance(value, expected):
         raise SettingsError(f"{name}: expected {expected.__name__}, got {value!r}")
     return value

@@ -34,15 +34,21 @@ def test_defaults_are_the_documented_ones() -> None:
     assert s.stream.hls_play_base == "http://127.0.0.1:8088/hls"
     assert (s.stream.security, s.stream.publish_key, s.stream.publish_ttl) == (
         "expiry",
-        "change-me",
+        "",
         3600,
     )
     assert (s.rtc.app_id, s.rtc.access_key, s.rtc.secret_key, s.rtc.token_ttl) == (
         "livesignal",
         "ak",
-        "sk-change-me",
+        "",
         86400,
     )
+    limits = s.limits
+    assert (limits.extends_bytes, limits.sockets_per_user, limits.sockets_per_ip) == (4096, 10, 0)
+    assert limits.trusted_proxies == []
+    assert (limits.requests_per_second, limits.chat_per_second) == (50, 10)
+    assert (limits.relay_starts_per_minute, limits.open_rooms_per_user) == (30, 20)
+    assert (limits.header_timeout, limits.idle_timeout) == (10.0, 75.0)
 
 
 def test_shipped_default_config_matches_the_built_in_defaults() -> None:

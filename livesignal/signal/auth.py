@@ -93,7 +93,7 @@ class TokenCodec:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(token)
-        if cached.exp and cached.exp <= now:
+        if cached.exp <= now:
             raise TokenExpired()
         return cached
 
@@ -103,16 +103,17 @@ class TokenCodec:
                 token,
                 self._secret,
                 algorithms=["HS256"],
-                options={"verify_exp": False, "require": ["UserId"]},
+                # A token without exp would never expire: refused (PROTOCOL §2).
+                options={"verify_exp": False, "require": ["UserId", "exp"]},
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized("invalid token") from exc
         user_id = claims.get("UserId")
         if not isinstance(user_id, str) or not user_id:
             raise Unauthorized("token has no UserId")
-        exp = claims.get("exp", 0)
-        if not isinstance(exp, int | float) or isinstance(exp, bool):
-            raise Unauthorized("token exp is not a number")
+        exp = claims["exp"]
+        if not isinstance(exp, int | float) or isinstance(exp, bool) or exp <= 0:
+            raise Unauthorized("token exp is not a positive number")
         return Identity(
             user_id=user_id,
             app_id=str(claims.get("AppId") or ""),

@@ -21,8 +21,16 @@ from livesignal.signal.services import Services
 JWT_SECRET = "test-secret-0123456789abcdef-0123456789"
 
 
+# The harness's clock is usually a ManualClock, under which token buckets never refill: rates
+# are off unless a test turns them on (the counts of PROTOCOL §7 keep their defaults).
+NO_RATE_LIMITS = {"requests_per_second": 0, "chat_per_second": 0, "relay_starts_per_minute": 0}
+
+
 def make_settings(overrides: dict[str, dict[str, Any]] | None = None) -> Settings:
-    raw: dict[str, dict[str, Any]] = {"auth": {"jwt_secret": JWT_SECRET}}
+    raw: dict[str, dict[str, Any]] = {
+        "auth": {"jwt_secret": JWT_SECRET},
+        "limits": dict(NO_RATE_LIMITS),
+    }
     for section, values in (overrides or {}).items():
         raw.setdefault(section, {}).update(values)
     return settings_from_mapping(copy.deepcopy(raw))

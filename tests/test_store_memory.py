@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from livesignal.signal.errors import NotFound, WrongState
-from livesignal.signal.model import Relay, RelayStatus, Room, RoomStatus
+from livesignal.signal.errors import BadRequest, NotFound, TooManyRequests, WrongState
+from livesignal.signal.model import Relay, RelayStatus, Room, RoomStatus, User
 from livesignal.signal.store.base import Store
 from livesignal.signal.store.memory import MemoryStore
 
@@ -72,11 +72,50 @@ async def test_users_are_created_once_with_a_stable_im_userid(store: Store) -> N
     assert set(await store.get_users(["alice", "carol", "bob"])) == {"alice", "bob"}
 
 
-async def test_update_user_merges_and_never_changes_records_handed_out(store: Store) -> None:
-    before = await store.update_user("alice", "Alice", None, {"a": "1"})
-    after = await store.update_user("alice", None, "pic", {"b": "2"})
+async def test_update_user_applies_atomically_and_never_changes_records_handed_out(
+    store: Store,
+) -> None:
+    def first(user: User) -> None:
+        user.nick = "Alice"
+        user.extends["a"] = "1"
+
+    def second(user: User) -> None:
+        user.avatar = "pic"
+        user.extends["b"] = "2"
+
+    def refused(user: User) -> None:
+        user.nick = "half-done"
+        raise BadRequest("no")
+
+    before = await store.update_user("alice", first)
+    after = await store.update_user("alice", second)
     assert (after.nick, after.avatar, after.extends) == ("Alice", "pic", {"a": "1", "b": "2"})
     assert (before.avatar, before.extends) == ("", {"a": "1"})
+    with pytest.raises(BadRequest):
+        await store.update_user("alice", refused)
+    assert (await store.ensure_user("alice")).nick == "Alice"
+
+
+async def test_insert_room_counts_the_anchors_rooms_that_are_not_ended(store: Store) -> None:
+    for index in range(2):
+        room = Room(live_id=f"r{index}", title="x", anchor_id="alice", chat_id=index, created_at=T0)
+        assert await store.insert_room(room, max_open_per_anchor=2)
+    third = Room(live_id="r2", title="x", anchor_id="alice", chat_id=2, created_at=T0)
+    with pytest.raises(TooManyRequests):
+        await store.insert_room(third, max_open_per_anchor=2)
+    assert await store.get_room("r2") is None
+    other = Room(live_id="b0", title="x", anchor_id="bob", chat_id=3, created_at=T0)
+    assert await store.insert_room(other, max_open_per_anchor=2)  # counted per anchor
+
+    def end(room: Room | None) -> None:
+        assert room is not None
+        room.status = RoomStatus.ENDED
+
+    await store.update_room("r0", end)  # an ended room no longer counts ...
+    assert await store.insert_room(third, max_open_per_anchor=2)
+    await store.delete_room("r1")  # ... nor a deleted one
+    fourth = Room(live_id="r3", title="x", anchor_id="alice", chat_id=4, created_at=T0)
+    assert await store.insert_room(fourth, max_open_per_anchor=2)
 
 
 # --- rooms ---------------------------------------------------------------------------------

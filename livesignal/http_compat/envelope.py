@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from livesignal.signal.errors import ApiError, BadRequest
+from livesignal.signal.errors import ApiError, BadRequest, TooManyRequests
 
 MAX_BODY = 64 * 1024
 REQUEST_ID_HEADER = "X-Reqid"
@@ -44,7 +44,10 @@ def success(request_id: str, data: Any) -> web.Response:
 
 def failure(request_id: str, error: ApiError) -> web.Response:
     body = {"request_id": request_id, "code": error.code, "message": error.message}
-    return _respond(error.http_status, body, request_id)
+    response = _respond(error.http_status, body, request_id)
+    if isinstance(error, TooManyRequests) and error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def plain_failure(request_id: str, http_status: int, message: str) -> web.Response:

@@ -69,6 +69,7 @@ async def authenticate(request: web.Request) -> Identity:
     if token is None:
         raise Unauthorized("missing token")
     identity = services.ctx.tokens.verify(token, services.ctx.clock.now())
+    services.rates.admit_request(identity)
     await services.users.ensure(identity.user_id)
     return identity
 

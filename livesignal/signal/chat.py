@@ -6,19 +6,20 @@ from typing import Any
 
 from livesignal.signal import events
 from livesignal.signal.auth import Identity
+from livesignal.signal.bounds import check_chat_text
 from livesignal.signal.context import ServiceContext
-from livesignal.signal.errors import BadRequest, Forbidden, NotFound
-
-MAX_TEXT_BYTES = 4 * 1024
+from livesignal.signal.errors import Forbidden, NotFound
+from livesignal.signal.rates import UserRates
 
 
 class ChatService:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, rates: UserRates) -> None:
         self._ctx = ctx
+        self._rates = rates
 
     async def send(self, caller: Identity, live_id: str, text: str) -> dict[str, Any]:
-        if len(text.encode()) > MAX_TEXT_BYTES:
-            raise BadRequest(f"text is longer than {MAX_TEXT_BYTES} bytes of UTF-8")
+        check_chat_text(text)
+        self._rates.admit_chat(caller)
         store = self._ctx.store
         if await store.get_room(live_id) is None:
             raise NotFound("room not found")

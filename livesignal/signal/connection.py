@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from livesignal.client_address import ClientAddresses
 from livesignal.signal import events
 from livesignal.signal.auth import Identity, bearer_token
 from livesignal.signal.errors import (
@@ -24,6 +25,7 @@ from livesignal.signal.errors import (
     BadRequest,
     Forbidden,
     StoreUnavailable,
+    TooManyRequests,
     Unauthorized,
 )
 from livesignal.signal.events import RoomEvent, UserEvent
@@ -81,6 +83,7 @@ class Connection:
         self.last_seen = asyncio.get_running_loop().time()
         self._buffer: list[RoomEvent] | None = None  # events held back while attaching
         self._closing = False
+        self._close_task: asyncio.Future[None] | None = None
         self.leave_reason = events.LEFT_LEAVE
         self._special: dict[str, Callable[[Request], Awaitable[None]]] = {
             "room.join": self._op_join,
@@ -120,7 +123,7 @@ class Connection:
             self.leave_reason = leave_reason
         # Presence ends now, not when a silent peer finally lets the closing handshake end.
         self.hub.spawn(self._leave_attached_room())
-        self.hub.spawn(self._close(code, message))
+        self._close_task = self.hub.spawn(self._close(code, message))
 
     async def _close(self, code: int, message: str) -> None:
         try:
@@ -173,6 +176,12 @@ class Connection:
                 )
                 self.send_wire(invited.wire)
             await self._read_loop()
+            if self._close_task is not None:
+                # The server is closing: keep the handler (and so the connection) alive until
+                # the closing handshake ends. aiohttp's close() reads and drops what the peer
+                # still sends meanwhile; closing the TCP socket with that unread would make the
+                # kernel answer with a reset, and the peer would never see our close code.
+                await asyncio.shield(self._close_task)
         finally:
             ctx.broker.unsubscribe_user(self.identity.user_id, self.on_user_event)
             await self._leave_attached_room()
@@ -223,6 +232,7 @@ class Connection:
 
     async def _dispatch(self, request: Request) -> None:
         try:
+            self.services.rates.admit_request(self.identity)
             special = self._special.get(request.type)
             if special is not None:
                 await special(request)
@@ -376,15 +386,20 @@ class SocketHub:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.connections: set[Connection] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
         presence = services.ctx.settings.presence
         self.interval = presence.heartbeat_interval
         self.timeout = presence.timeout
+        limits = services.ctx.settings.limits
+        self._addresses = ClientAddresses(limits.trusted_proxies)
+        self._per_user = SocketCounts("sockets per user", limits.sockets_per_user)
+        self._per_address = SocketCounts("sockets per address", limits.sockets_per_ip)
 
-    def spawn(self, coro: Awaitable[None]) -> None:
+    def spawn(self, coro: Awaitable[None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -405,21 +420,64 @@ class SocketHub:
         """GET /ws: authenticate before the upgrade, then serve the socket until it closes."""
         ctx = self.services.ctx
         token = bearer_token(request.headers.get("Authorization")) or request.query.get("token")
+        address = self._addresses.of(request.remote, request.headers.get("X-Forwarded-For"))
         try:
             if not token:
                 raise Unauthorized("missing token")
             identity = ctx.tokens.verify(token, ctx.clock.now())
+            self.services.rates.admit_request(identity)
             await self.services.users.ensure(identity.user_id)
+            # No await between checking and counting: a burst of upgrades cannot pass together.
+            self._per_user.check(identity.user_id)
+            self._per_address.check(address)
         except ApiError as error:
-            return web.json_response(
-                {"code": error.code, "message": error.message}, status=error.http_status
-            )
-        ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=MAX_FRAME)
-        await ws.prepare(request)
-        connection = Connection(ws, self.services, identity, self, request.transport)
-        self.connections.add(connection)
+            return _refusal(error)
+        self._per_user.add(identity.user_id)
+        self._per_address.add(address)
         try:
-            await connection.run()
+            # aiohttp refuses a message of max_msg_size bytes or more; PROTOCOL: over 64 KiB.
+            ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=MAX_FRAME + 1)
+            await ws.prepare(request)
+            connection = Connection(ws, self.services, identity, self, request.transport)
+            self.connections.add(connection)
+            try:
+                await connection.run()
+            finally:
+                self.connections.discard(connection)
         finally:
-            self.connections.discard(connection)
+            self._per_user.remove(identity.user_id)
+            self._per_address.remove(address)
         return ws
+
+
+def _refusal(error: ApiError) -> web.Response:
+    """An upgrade refused before it happens: plain HTTP with the error's status and code."""
+    response = web.json_response(
+        {"code": error.code, "message": error.message}, status=error.http_status
+    )
+    if isinstance(error, TooManyRequests) and error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+class SocketCounts:
+    """Open sockets per key (user or address) on this process, capped at `limit` (0 = off)."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        self._what = what
+        self._limit = limit
+        self._open: dict[str, int] = {}
+
+    def check(self, key: str) -> None:
+        if self._limit and self._open.get(key, 0) >= self._limit:
+            raise TooManyRequests(f"at most {self._limit} open {self._what}")
+
+    def add(self, key: str) -> None:
+        self._open[key] = self._open.get(key, 0) + 1
+
+    def remove(self, key: str) -> None:
+        left = self._open.get(key, 0) - 1
+        if left > 0:
+            self._open[key] = left
+        else:
+            self._open.pop(key, None)

@@ -55,3 +55,15 @@ class StoreUnavailable(ApiError):
     code = 503
     http_status = 503
     default_message = "backing store unreachable; the call did not complete, retry is safe"
+
+
+class TooManyRequests(ApiError):
+    """A limit of PROTOCOL §7: a rate (with `retry_after` seconds) or a count (without)."""
+
+    code = 429
+    http_status = 429
+    default_message = "too many requests"
+
+    def __init__(self, message: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -159,8 +159,8 @@ async def user_update(s: Services, c: Call) -> dict[str, Any]:
     p = c.params
     return await s.users.update(
         c.caller,
-        nick=p.opt_text("nick", max_len=200),
-        avatar=p.opt_text("avatar", max_len=2048),
+        nick=p.opt_text("nick"),
+        avatar=p.opt_text("avatar"),
         extends=p.opt_str_map("extends"),
     )
 

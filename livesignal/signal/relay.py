@@ -15,9 +15,11 @@ from typing import Any
 
 from livesignal.signal import events
 from livesignal.signal.auth import Identity
+from livesignal.signal.bounds import check_extends, merge_extends
 from livesignal.signal.context import ServiceContext
 from livesignal.signal.errors import Forbidden, NotFound, WrongState
 from livesignal.signal.model import Relay, RelayStatus, RoomStatus
+from livesignal.signal.rates import UserRates
 from livesignal.signal.views import relay_view
 
 REASON_REJECTED = "rejected"
@@ -50,8 +52,9 @@ class Change:
 
 
 class RelayService:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, rates: UserRates) -> None:
         self._ctx = ctx
+        self._rates = rates
 
     # --- reading -------------------------------------------------------------------------
     async def get(self, relay_id: str) -> Relay:
@@ -92,6 +95,7 @@ class RelayService:
     async def start(
         self, caller: Identity, init_room_id: str, recv_room_id: str, recv_user_id: str
     ) -> dict[str, Any]:
+        self._rates.admit_relay_start(caller)
         store = self._ctx.store
         init_room = await store.get_room(init_room_id)
         recv_room = await store.get_room(recv_room_id)
@@ -186,8 +190,11 @@ class RelayService:
     async def update_extends(
         self, caller: Identity, relay_id: str, extends: dict[str, str]
     ) -> dict[str, Any]:
+        limit = self._ctx.settings.limits.extends_bytes
+        check_extends("extends", extends, limit)
+
         def merge(relay: Relay) -> None:
-            relay.extends.update(extends)
+            relay.extends = merge_extends("extends", relay.extends, extends, limit)
 
         active = {RelayStatus(s) for s in range(0, 5)}
         change = await self._change(relay_id, caller, {"init", "recv"}, active, merge)

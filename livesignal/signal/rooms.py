@@ -8,6 +8,13 @@ from typing import Any
 
 from livesignal.signal import events
 from livesignal.signal.auth import Identity
+from livesignal.signal.bounds import (
+    MAX_COVER_URL_CHARS,
+    MAX_NOTICE_CHARS,
+    check_chars,
+    check_extends,
+    merge_extends,
+)
 from livesignal.signal.context import ServiceContext
 from livesignal.signal.errors import BadRequest, Forbidden, NotFound, WrongState
 from livesignal.signal.model import Room, RoomStatus, User
@@ -34,6 +41,8 @@ class NewRoom:
     def __post_init__(self) -> None:
         if not 1 <= len(self.title) <= MAX_TITLE:
             raise BadRequest(f"title must be 1..{MAX_TITLE} characters")
+        check_chars("notice", self.notice, MAX_NOTICE_CHARS)
+        check_chars("cover_url", self.cover_url, MAX_COVER_URL_CHARS)
 
 
 def may_act_as_anchor(caller: Identity, room: Room) -> bool:
@@ -139,6 +148,8 @@ class RoomService:
 
     # --- changing ------------------------------------------------------------------------
     async def create(self, caller: Identity, spec: NewRoom) -> dict[str, Any]:
+        limits = self._ctx.settings.limits
+        check_extends("extends", spec.extends, limits.extends_bytes)
         store = self._ctx.store
         now = self._ctx.clock.now()
         room = Room(
@@ -157,7 +168,7 @@ class RoomService:
         )
         while True:
             room.live_id = f"live_{secrets.token_hex(8)}"
-            if await store.insert_room(room):
+            if await store.insert_room(room, limits.open_rooms_per_user):
                 break
         return await self.render(room, caller)
 
@@ -274,12 +285,15 @@ class RoomService:
     async def update_extends(
         self, caller: Identity, live_id: str, extends: dict[str, str]
     ) -> dict[str, Any]:
+        limit = self._ctx.settings.limits.extends_bytes
+        check_extends("extends", extends, limit)
+
         def merge(room: Room | None) -> dict[str, str]:
             if room is None:
                 raise NotFound("room not found")
             if not may_act_as_anchor(caller, room):
                 raise Forbidden("only the room's anchor may change its extends")
-            room.extends.update(extends)
+            room.extends = merge_extends("extends", room.extends, extends, limit)
             return dict(room.extends)
 
         merged = await self._ctx.store.update_room(live_id, merge)

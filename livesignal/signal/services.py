@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from livesignal.signal.chat import ChatService
 from livesignal.signal.context import ServiceContext
 from livesignal.signal.presence import PresenceService
+from livesignal.signal.rates import UserRates
 from livesignal.signal.relay import RelayService
 from livesignal.signal.rooms import RoomService
 from livesignal.signal.sweeper import Sweeper
@@ -22,12 +23,14 @@ class Services:
     rooms: RoomService
     sweeper: Sweeper
     chat: ChatService
+    rates: UserRates
 
 
 def build_services(ctx: ServiceContext) -> Services:
+    rates = UserRates(ctx.settings.limits, ctx.clock)
     users = UserService(ctx)
     presence = PresenceService(ctx)
-    relays = RelayService(ctx)
+    relays = RelayService(ctx, rates)
     rooms = RoomService(ctx, presence, relays)
     sweeper = Sweeper(ctx, presence, rooms, relays)
     return Services(
@@ -37,5 +40,6 @@ def build_services(ctx: ServiceContext) -> Services:
         relays=relays,
         rooms=rooms,
         sweeper=sweeper,
-        chat=ChatService(ctx),
+        chat=ChatService(ctx, rates),
+        rates=rates,
     )

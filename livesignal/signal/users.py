@@ -5,6 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from livesignal.signal.auth import Identity
+from livesignal.signal.bounds import (
+    MAX_AVATAR_CHARS,
+    MAX_NICK_CHARS,
+    check_chars,
+    check_extends,
+    merge_extends,
+)
 from livesignal.signal.context import ServiceContext
 from livesignal.signal.errors import NotFound
 from livesignal.signal.model import User
@@ -41,7 +48,20 @@ class UserService:
         avatar: str | None,
         extends: dict[str, str] | None,
     ) -> dict[str, Any]:
-        user = await self._ctx.store.update_user(caller.user_id, nick, avatar, extends)
+        limit = self._ctx.settings.limits.extends_bytes
+        check_chars("nick", nick, MAX_NICK_CHARS)
+        check_chars("avatar", avatar, MAX_AVATAR_CHARS)
+        check_extends("extends", extends, limit)
+
+        def apply(user: User) -> None:
+            if nick is not None:
+                user.nick = nick
+            if avatar is not None:
+                user.avatar = avatar
+            if extends:
+                user.extends = merge_extends("extends", user.extends, extends, limit)
+
+        user = await self._ctx.store.update_user(caller.user_id, apply)
         return user_view(user)
 
     async def show(self, user_id: str) -> dict[str, Any]:

@@ -71,6 +71,10 @@ class MemoryBroker:
         stream = self._rooms.get(live_id)
         if stream is not None:
             stream.listeners.pop(listener, None)
+            if not stream.listeners and stream.seq == 0:
+                # Only a subscription made it: a join of a room that does not exist (or was
+                # just deleted) leaves nothing behind.
+                del self._rooms[live_id]
 
     def subscribe_user(self, user_id: str, listener: UserListener) -> None:
         self._users.setdefault(user_id, {})[listener] = None

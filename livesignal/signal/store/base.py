@@ -49,19 +49,17 @@ class Store(Protocol):
 
     async def get_users(self, user_ids: Iterable[str]) -> dict[str, User]: ...
 
-    async def update_user(
-        self,
-        user_id: str,
-        nick: str | None,
-        avatar: str | None,
-        extends: dict[str, str] | None,
-    ) -> User:
-        """Merge the given fields into the user (created if unknown)."""
+    async def update_user(self, user_id: str, mutate: Callable[[User], None]) -> User:
+        """Apply `mutate` to the user (created if unknown) atomically; the user after it."""
         ...
 
     # --- rooms ---------------------------------------------------------------------------
-    async def insert_room(self, room: Room) -> bool:
-        """Add a new room; False if its live_id is taken."""
+    async def insert_room(self, room: Room, max_open_per_anchor: int = 0) -> bool:
+        """Add a new room; False if its live_id is taken.
+
+        Raises TooManyRequests if the anchor already has `max_open_per_anchor` rooms that
+        are not ended (0 = no cap): counting and inserting are one step.
+        """
         ...
 
     async def get_room(self, live_id: str) -> Room | None: ...

@@ -12,7 +12,7 @@ import heapq
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from livesignal.signal.errors import NotFound, WrongState
+from livesignal.signal.errors import NotFound, TooManyRequests, WrongState
 from livesignal.signal.model import Member, Relay, Room, RoomStatus, User
 from livesignal.signal.store.base import Departure, JoinOutcome
 
@@ -40,6 +40,7 @@ class MemoryStore:
         self._rooms: dict[str, Room] = {}
         # live_ids by status, so listing live rooms does not walk every room ever created
         self._by_status: dict[RoomStatus, dict[str, None]] = {s: {} for s in RoomStatus}
+        self._open_by_anchor: dict[str, set[str]] = {}  # anchor -> live_ids not ended
         self._visitors: dict[str, set[str]] = {}  # live_id -> users who ever joined (uv)
         self._members: dict[str, dict[str, Member]] = {}  # live_id -> user_id -> member
         self._user_room: dict[str, str] = {}  # user_id -> live_id
@@ -77,19 +78,10 @@ class MemoryStore:
                 found[user_id] = user
         return found
 
-    async def update_user(
-        self,
-        user_id: str,
-        nick: str | None,
-        avatar: str | None,
-        extends: dict[str, str] | None,
-    ) -> User:
+    async def update_user(self, user_id: str, mutate: Callable[[User], None]) -> User:
         user = copy.copy(self._ensure_user(user_id))
-        if nick is not None:
-            user.nick = nick
-        if avatar is not None:
-            user.avatar = avatar
-        user.extends = {**user.extends, **(extends or {})}
+        user.extends = dict(user.extends)
+        mutate(user)
         self._users[user_id] = user
         return user
 
@@ -101,14 +93,32 @@ class MemoryStore:
         if previous is not None and previous.status != room.status:
             del self._by_status[previous.status][room.live_id]
             self._by_status[room.status][room.live_id] = None
+            if room.status == RoomStatus.ENDED:
+                self._close_for_anchor(room)
         self._rooms[room.live_id] = room
         return room
 
-    async def insert_room(self, room: Room) -> bool:
+    def _close_for_anchor(self, room: Room) -> None:
+        open_rooms = self._open_by_anchor.get(room.anchor_id)
+        if open_rooms is not None:
+            open_rooms.discard(room.live_id)
+            if not open_rooms:
+                del self._open_by_anchor[room.anchor_id]
+
+    async def insert_room(self, room: Room, max_open_per_anchor: int = 0) -> bool:
         if room.live_id in self._rooms:
             return False
+        open_rooms = self._open_by_anchor.get(room.anchor_id, set())
+        if max_open_per_anchor and len(open_rooms) >= max_open_per_anchor:
+            raise TooManyRequests(
+                f"at most {max_open_per_anchor} rooms that are not ended per anchor: "
+                "stop or delete one first"
+            )
         self._rooms[room.live_id] = _clone_room(room)
         self._by_status[room.status][room.live_id] = None
+        if room.status != RoomStatus.ENDED:
+            open_rooms.add(room.live_id)
+            self._open_by_anchor[room.anchor_id] = open_rooms
         self._members[room.live_id] = {}
         self._visitors[room.live_id] = set()
         return True
@@ -132,6 +142,7 @@ class MemoryStore:
         room = self._rooms.pop(live_id, None)
         if room is not None:
             del self._by_status[room.status][live_id]
+            self._close_for_anchor(room)
         self._visitors.pop(live_id, None)
         members = self._members.pop(live_id, {})
         for user_id in members:

@@ -108,6 +108,16 @@ async def test_oversized_frame_closes_1009(harness: Harness, connect: Connect) -
     assert await client.wait_closed() == 1009
 
 
+async def test_a_frame_of_exactly_64_kib_is_served(harness: Harness, connect: Connect) -> None:
+    client = await connect(harness, "alice")
+    frame = {"id": 7, "type": "user.profile", "data": {}, "pad": ""}
+    frame["pad"] = "x" * (64 * 1024 - len(orjson.dumps(frame)))
+    raw = orjson.dumps(frame).decode()
+    assert len(raw) == 64 * 1024
+    await client.send_raw(raw)
+    assert (await client.request("user.profile"))["user_id"] == "alice"  # still open
+
+
 async def test_errors_use_the_rest_codes(harness: Harness, connect: Connect) -> None:
     alice, bob = await connect(harness, "alice"), await connect(harness, "bob")
     room = await alice.request("room.create", title="r")

@@ -15,6 +15,7 @@ MAX_AVATAR_CHARS = 1024
 MAX_NOTICE_CHARS = 1024
 MAX_COVER_URL_CHARS = 1024
 MAX_CHAT_BYTES = 4 * 1024
+MAX_REJECT_REASON_CHARS = 1024  # reaches the initiator as relay.rejected `message`
 
 
 def check_chars(name: str, value: str | None, limit: int) -> None:

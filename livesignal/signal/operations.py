@@ -16,8 +16,6 @@ from livesignal.signal.params import Params
 from livesignal.signal.rooms import NewRoom
 from livesignal.signal.services import Services
 
-MAX_REJECT_REASON = 1024
-
 
 @dataclass(frozen=True, slots=True)
 class Call:
@@ -122,7 +120,7 @@ async def relay_accept(s: Services, c: Call) -> dict[str, Any]:
 
 async def relay_reject(s: Services, c: Call) -> dict[str, Any]:
     relay_id = c.params.text("relay_id")
-    reason = c.params.opt_text("reason", max_len=MAX_REJECT_REASON) or ""
+    reason = c.params.opt_text("reason") or ""
     return await s.relays.reject(c.caller, relay_id, reason)
 
 

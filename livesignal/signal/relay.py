@@ -15,7 +15,12 @@ from typing import Any
 
 from livesignal.signal import events
 from livesignal.signal.auth import Identity
-from livesignal.signal.bounds import check_extends, merge_extends
+from livesignal.signal.bounds import (
+    MAX_REJECT_REASON_CHARS,
+    check_chars,
+    check_extends,
+    merge_extends,
+)
 from livesignal.signal.context import ServiceContext
 from livesignal.signal.errors import Forbidden, NotFound, WrongState
 from livesignal.signal.model import Relay, RelayStatus, RoomStatus
@@ -145,6 +150,8 @@ class RelayService:
         return self._token_reply(relay, relay.recv_user_id)
 
     async def reject(self, caller: Identity, relay_id: str, message: str) -> dict[str, Any]:
+        check_chars("reason", message, MAX_REJECT_REASON_CHARS)
+
         def reject(relay: Relay) -> None:
             relay.status = RelayStatus.REJECTED
             relay.stopped_at = self._ctx.clock.now()

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from livesignal.media.errors import bad_body
+from livesignal.media.errors import bad_body, shown
 from livesignal.media.rtmp import RtmpPuller, RtmpPusher, redact
 from livesignal.media.sfu import MediaServer, Resource
 from livesignal.media.tracks import FeedTrack, SubscriberTrack
@@ -93,7 +93,7 @@ class StreamBridge:
             for uri in spec.uris:
                 resource = self._media.resource(uri)
                 if resource is None:
-                    raise bad_body(f"subscribeList: no resource {uri!r}")
+                    raise bad_body(f"subscribeList: no resource {shown(uri)}")
                 if resource.kind in kinds:
                     raise bad_body(f"two {resource.kind} resources pushed to one RTMP stream")
                 kinds.append(resource.kind)
@@ -148,6 +148,9 @@ class StreamBridge:
             if spec is None or spec.uris != push.spec.uris or push.pusher.stopping:
                 del client.pushes[name]
                 await push.pusher.stop()
+        # Checked again after the awaits: replacing the pull withdrew its resources, which the
+        # client may have listed to push, and other clients may have left meanwhile.
+        self._validate_pushes(specs)
         loop = asyncio.get_running_loop()
         for name, spec in wanted.items():
             if name in client.pushes:

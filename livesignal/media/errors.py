@@ -28,3 +28,10 @@ def bad_body(message: str) -> GatewayError:
 
 def bad_token(message: str) -> GatewayError:
     return GatewayError(ResultCode.BAD_TOKEN, message)
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """`value` quoted for a reply or log line, cut short: messages never echo a whole body."""
+    if len(value) > limit:
+        return repr(value[:limit]) + "..."
+    return repr(value)

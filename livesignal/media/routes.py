@@ -10,12 +10,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
 
 from livesignal.media.bridge import PullSpec, PushSpec, StreamBridge
-from livesignal.media.errors import GatewayError, ResultCode, bad_body, bad_token
+from livesignal.media.errors import GatewayError, ResultCode, bad_body, bad_token, shown
+from livesignal.media.rtmp_publish import parse_rtmp_url
 from livesignal.media.sfu import MediaServer
 from livesignal.media.wechat import WechatGateway
 from livesignal.settings import Settings
@@ -28,6 +30,13 @@ NO_PROCESSOR_MESSAGE = "http server hasn't the processor"
 # Path prefixes owned by the gateway: anything unknown under them is "no such processor".
 GATEWAY_PREFIXES = ("/rtmp", "/wechat", "/media", "/monitor")
 ON_PUBLISH_PATH = "/media/rtmp/on_publish"
+MAX_BODY_BYTES = 1024 * 1024  # PROTOCOL §6: a larger body is 40002
+# nginx-rtmp's on_publish form is a few hundred bytes: the call, the client and the push URL.
+MAX_PUBLISH_FORM_BYTES = 16 * 1024
+MAX_PUBLISH_FORM_FIELDS = 100
+# The fields the push decision reads: one of each, or the form is refused (no guessing which).
+PUBLISH_DECISION_FIELDS = ("app", "name", "key", "expire", "e", "token")
+MAX_RTMP_URL_LENGTH = 2048
 
 Handler = Callable[[web.Request], Awaitable[dict[str, Any]]]
 
@@ -138,8 +147,26 @@ def _client(request: web.Request, room_id: str | None = None) -> tuple[str, str]
     return room, grant.user_id
 
 
+async def _bounded_body(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or None if it is over `limit` bytes.
+
+    Read here rather than with `request.read()`, whose own cap (the app's client_max_size)
+    raises an HTTP 413 that would escape the gateway's reply format.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 async def _json_object(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    raw = await _bounded_body(request, MAX_BODY_BYTES)
+    if raw is None:
+        raise bad_body(f"the body is over {MAX_BODY_BYTES // 1024 // 1024} MiB")
     if not raw.strip():
         raise bad_body("a JSON object body is required")
     try:
@@ -179,6 +206,21 @@ def _uris(value: Any, where: str) -> list[str]:
             raise bad_body(f"{where}[{index}].uri must be a non-empty string")
         uris.append(uri)
     return uris
+
+
+def _rtmp_url(value: Any, where: str, *, pushed: bool) -> str:
+    """A client-given RTMP URL, checked here so that a worker thread never retries a bad one."""
+    if not isinstance(value, str) or not value.startswith(("rtmp://", "rtmps://")):
+        raise bad_body(f"{where} must be an rtmp:// URL")
+    if len(value) > MAX_RTMP_URL_LENGTH or not value.isprintable() or " " in value:
+        raise bad_body(f"{where} must be at most {MAX_RTMP_URL_LENGTH} printable characters")
+    if pushed:
+        # The pusher speaks plain RTMP itself (rtmp_publish): it must be able to parse this.
+        try:
+            parse_rtmp_url(value)
+        except ValueError as exc:
+            raise bad_body(f"{where}: {shown(str(exc))}") from exc
+    return value
 
 
 def _offer(body: dict[str, Any]) -> str:
@@ -234,15 +276,13 @@ async def _rtmp_exchange(request: web.Request) -> dict[str, Any]:
     grouped: dict[str, list[str]] = {}
     for index, (uri, target) in enumerate(zip(uris, targets, strict=True)):
         url = target.get("rtmpUri") if isinstance(target, dict) else None
-        if not isinstance(url, str) or not url.startswith(("rtmp://", "rtmps://")):
-            raise bad_body(f"rtmp.rtmpSubscribeList[{index}].rtmpUri must be an rtmp:// URL")
-        grouped.setdefault(url, []).append(uri)
+        where = f"rtmp.rtmpSubscribeList[{index}].rtmpUri"
+        grouped.setdefault(_rtmp_url(url, where, pushed=True), []).append(uri)
     pushes = [PushSpec(url, _constant(url), tuple(group)) for url, group in grouped.items()]
     pull: PullSpec | None = None
     source = rtmp.get("uri")
     if source is not None:
-        if not isinstance(source, str) or not source.startswith(("rtmp://", "rtmps://")):
-            raise bad_body("rtmp.uri must be an rtmp:// URL")
+        source = _rtmp_url(source, "rtmp.uri", pushed=False)
         timestamp = rtmp.get("timestamp")
         if timestamp is not None and (type(timestamp) is not int):
             raise bad_body("rtmp.timestamp must be an integer")
@@ -297,14 +337,56 @@ async def _resources(request: web.Request) -> dict[str, Any]:
 
 
 async def _on_publish(request: web.Request) -> web.Response:
-    """nginx-rtmp on_publish: 2xx lets the push in, anything else refuses it."""
-    form = await request.post()
-    fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    """nginx-rtmp on_publish: 2xx lets the push in, anything else refuses it.
+
+    Whatever form a client makes nginx send, the answer is 200 or 403, never a 5xx.
+    """
+    fields = _publish_form(await _bounded_body(request, MAX_PUBLISH_FORM_BYTES))
+    if fields is None:
+        logger.info("refused a push: unreadable on_publish form")
+        return _refuse_push()
     app_name = fields.pop("app", "")
     stream = fields.pop("name", "")
-    if request.app[GATEWAY_KEY].wechat.on_publish(app_name, stream, fields):
+    try:
+        allowed = request.app[GATEWAY_KEY].wechat.on_publish(app_name, stream, fields)
+    except Exception:
+        # A bug, not the client's doing: logged as one, and the push stays out.
+        logger.exception("on_publish failed for %s", shown(f"/{app_name}/{stream}"))
+        return _refuse_push()
+    if allowed:
         return web.Response(text="ok")
+    return _refuse_push()
+
+
+def _refuse_push() -> web.Response:
     return web.Response(status=403, text="push refused")
+
+
+def _publish_form(raw: bytes | None) -> dict[str, str] | None:
+    """The urlencoded form's fields; None if too large, not UTF-8, or ambiguous.
+
+    A decision field sent twice is refused rather than guessed: nginx-rtmp appends the
+    pusher's own query string to the form, so a pusher could otherwise pick which copy counts.
+    """
+    if raw is None:
+        return None
+    try:
+        pairs = parse_qsl(
+            raw.decode("utf-8"),
+            keep_blank_values=True,
+            strict_parsing=False,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_PUBLISH_FORM_FIELDS,
+        )
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in fields and name in PUBLISH_DECISION_FIELDS:
+            return None
+        fields[name] = value
+    return fields
 
 
 def _constant(value: str) -> Callable[[], str]:

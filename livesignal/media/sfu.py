@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,26 +24,15 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.contrib.media import MediaRelay
-from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from livesignal.media import sdp
-from livesignal.media.errors import bad_body
+from livesignal.media import sdp, sdp_check
+from livesignal.media.errors import GatewayError, bad_body, shown
 from livesignal.media.tracks import FeedTrack, SubscriberTrack
 
 logger = logging.getLogger(__name__)
 
 MEDIA_TYPES = {"audio": 0, "video": 1}
-
-# What aiortc raises for an offer it cannot take (no common codec, missing ICE/DTLS
-# parameters, malformed attributes): the client's fault, answered 40002.
-_REFUSED_OFFER = (
-    ValueError,
-    AssertionError,
-    InvalidAccessError,
-    InvalidStateError,
-    OperationError,
-)
 
 ClientKey = tuple[str, str]  # (room id, user id)
 
@@ -86,7 +75,7 @@ class ExchangeResult:
 class Peer:
     key: ClientKey
     pc: RTCPeerConnection
-    ice_ufrag: str
+    offer: sdp.SessionInfo  # the last offer it took: a renegotiation must keep its m-lines
     published: dict[str, Resource] = field(default_factory=dict)  # mid -> resource
     pumps: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # mid -> pump
     slots: dict[str, SubscriberTrack] = field(default_factory=dict)  # mid -> sender track
@@ -179,28 +168,22 @@ class MediaServer:
     async def _exchange(self, key: ClientKey, offer: str, subscribe: list[str]) -> ExchangeResult:
         if self._closing:
             raise RuntimeError("media server is shutting down")
-        try:
-            info = sdp.parse_offer(offer)
-        except ValueError as exc:
-            raise bad_body(f"sdp: {exc}") from exc
-        if not any(m.is_media for m in info.media):
-            raise bad_body("sdp: the offer has no audio or video m-line")
-        wanted: list[Resource] = []
-        for uri in subscribe:
-            resource = self._resources.get(uri)
-            if resource is None:
-                raise bad_body(f"subscribeList: no resource {uri!r}")
-            if resource not in wanted:
-                wanted.append(resource)
-
+        # Every refusal comes before any change: a bad offer leaves a working connection alone.
+        info = _checked_offer(key, offer)
+        wanted = self._wanted(subscribe)
         peer = self._peers.get(key)
-        if peer is not None and peer.ice_ufrag != info.ice_ufrag:
+        renegotiating = peer is not None and peer.offer.ice_ufrag == info.ice_ufrag
+        if peer is not None and renegotiating:
+            problem = sdp_check.renegotiation_problem(peer.offer, info)
+            if problem is not None:
+                raise _refused(key, problem)
+        plan = _plan_subscriptions(info, wanted, peer if renegotiating else None)
+        if peer is not None and not renegotiating:
             # A new RTCPeerConnection on the client: the old one is gone with it.
             self._peers.pop(key, None)
             await self._close_peer(peer)
             peer = None
 
-        plan = _plan_subscriptions(info, wanted, peer)
         passthrough_mids = {
             mid
             for mid, resource in plan.items()
@@ -211,20 +194,17 @@ class MediaServer:
         created = peer is None
         if peer is None:
             pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
-            peer = Peer(key=key, pc=pc, ice_ufrag=info.ice_ufrag)
+            peer = Peer(key=key, pc=pc, offer=info)
         try:
-            await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-            self._apply(peer, info, plan, passthrough_mids)
-            answer = await peer.pc.createAnswer()
-            await peer.pc.setLocalDescription(answer)
-        except BaseException as exc:
-            # aiortc's state after a failed negotiation is not worth trusting: drop it all.
+            await self._negotiate(peer, offer, info, plan, passthrough_mids)
+        except BaseException:
+            # aiortc's state after a failed negotiation is not worth trusting: drop it all,
+            # a half-created connection included, so no socket or task outlives the reply.
             if self._peers.get(key) is peer:
                 del self._peers[key]
             await self._close_peer(peer)
-            if isinstance(exc, _REFUSED_OFFER):
-                raise bad_body(f"sdp: offer not accepted: {exc}") from exc
             raise
+        peer.offer = info
         if created:
             self._peers[key] = peer
             self._watch(peer)
@@ -236,6 +216,31 @@ class MediaServer:
             if slot.uri
         ]
         return ExchangeResult(local.sdp, published, subscribed)
+
+    def _wanted(self, subscribe: list[str]) -> list[Resource]:
+        wanted: list[Resource] = []
+        for uri in subscribe:
+            resource = self._resources.get(uri)
+            if resource is None:
+                raise bad_body(f"subscribeList: no resource {shown(uri)}")
+            if resource not in wanted:
+                wanted.append(resource)
+        return wanted
+
+    async def _negotiate(
+        self,
+        peer: Peer,
+        offer: str,
+        info: sdp.SessionInfo,
+        plan: dict[str, Resource],
+        passthrough_mids: set[str],
+    ) -> None:
+        with _refused_by_aiortc(peer.key):
+            await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        self._apply(peer, info, plan, passthrough_mids)  # ours: an error here is a bug (50000)
+        with _refused_by_aiortc(peer.key):
+            answer = await peer.pc.createAnswer()
+            await peer.pc.setLocalDescription(answer)
 
     def _apply(
         self,
@@ -335,6 +340,35 @@ class MediaServer:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _refused(key: ClientKey, reason: str) -> GatewayError:
+    """40002 for an offer the gateway cannot take: one INFO line, no traceback (not a bug)."""
+    logger.info("room %s: refused an offer from %s: %s", key[0], key[1], reason)
+    return bad_body(f"sdp: {reason}")
+
+
+def _checked_offer(key: ClientKey, offer: str) -> sdp.SessionInfo:
+    try:
+        sdp_check.check_offer(offer)
+        return sdp.parse_offer(offer)
+    except ValueError as exc:
+        raise _refused(key, str(exc)) from exc
+
+
+@contextlib.contextmanager
+def _refused_by_aiortc(key: ClientKey) -> Iterator[None]:
+    """What aiortc raises while taking an offer comes from what the offer said: 40002.
+
+    `sdp_check` refuses what it knows aiortc chokes on; this catches the rest (e.g. no codec
+    in common). OSError stays a server fault (no free UDP port): a 50000 the operator sees.
+    """
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:
+        raise _refused(key, f"offer not accepted: {type(exc).__name__}: {shown(str(exc))}") from exc
 
 
 def _section(info: sdp.SessionInfo, mid: str) -> sdp.MediaSection:

@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from livesignal.media.bridge import BridgeKey, PullSpec, PushSpec, StreamBridge
-from livesignal.media.errors import bad_body
+from livesignal.media.errors import bad_body, shown
 from livesignal.media.sfu import MediaServer, Resource
 from livesignal.signal.auth import StreamUrls
 from livesignal.signal.clock import Clock
@@ -80,7 +80,7 @@ class WechatGateway:
         for uri in dict.fromkeys(subscribe):
             resource = self._media.resource(uri)
             if resource is None or resource.room_id != room_id:
-                raise bad_body(f"subscribeList: no resource {uri!r} in room {room_id!r}")
+                raise bad_body(f"subscribeList: no resource {shown(uri)} in room {shown(room_id)}")
             groups.setdefault((resource.user_id, resource.msid), []).append(uri)
         pushes: list[PushSpec] = []
         play: list[tuple[str, str]] = []
@@ -110,7 +110,8 @@ class WechatGateway:
     def on_publish(self, app: str, stream: str, args: dict[str, str]) -> bool:
         """nginx-rtmp's on_publish: whether the push is signed; starts the pull if ours."""
         if not self._streams.verify_push(app, stream, args, self._clock.now()):
-            logger.info("refused unsigned or expired push to /%s/%s", app, stream)
+            # Both come from the pusher: quoted and cut short, so one line stays one line.
+            logger.info("refused unsigned or expired push to %s", shown(f"/{app}/{stream}"))
             return False
         client = self._by_stream.get(stream)
         if client is not None:

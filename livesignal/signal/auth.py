@@ -230,6 +230,28 @@ class RtcTokenCodec:
 
 # --- stream URLs (Qiniu Pili signing rules) -------------------------------------------------
 
+# Unix seconds as a push URL's expiry: 12 digits reach the year 33658. A longer text is refused
+# before int() (which raises past 4,300 digits) and never means a sane expiry anyway.
+MAX_EXPIRY_DIGITS = 12
+
+
+def _unix_seconds(text: str) -> int | None:
+    """The expiry a push URL carries, or None unless it is 1..12 ASCII digits.
+
+    str.isdigit alone would let "²" or "١٢٣" through to int(), which reads the second and
+    raises on the first.
+    """
+    if len(text) > MAX_EXPIRY_DIGITS or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
+def _same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of any two strings (a form value may hold any character)."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
 
 class StreamUrls:
     def __init__(self, stream: StreamSettings, rtc: RtcSettings) -> None:
@@ -244,13 +266,20 @@ class StreamUrls:
             return base
         if security == "static":
             return f"{base}?key={self._stream.publish_key}"
-        if security == "expiry":
-            path = f"/{self.app}/{stream_name}?expire={expire_at}"
-            token = hmac_sha1_b64(self._stream.publish_key, path)
-            return f"{base}?expire={expire_at}&token={token}"
-        path = f"/{self.app}/{stream_name}?e={expire_at}"
-        token = f"{self._rtc.access_key}:{hmac_sha1_b64(self._rtc.secret_key, path)}"
-        return f"{base}?e={expire_at}&token={token}"
+        expire_field = self._expire_field()
+        token = self._push_token(stream_name, expire_at)
+        return f"{base}?{expire_field}={expire_at}&token={token}"
+
+    def _expire_field(self) -> str:
+        return "expire" if self._stream.security == "expiry" else "e"
+
+    def _push_token(self, stream_name: str, expire_at: int) -> str:
+        """The token of a push URL under `expiry` or `expiry_sk` security."""
+        path = f"/{self.app}/{stream_name}?{self._expire_field()}={expire_at}"
+        path_bytes = path.encode("utf-8", "surrogatepass")  # any stream name a form can hold
+        if self._stream.security == "expiry":
+            return hmac_sha1_b64(self._stream.publish_key, path_bytes)
+        return f"{self._rtc.access_key}:{hmac_sha1_b64(self._rtc.secret_key, path_bytes)}"
 
     def push_expiry(self, publish_expire_at: int | None, now: float) -> int:
         if publish_expire_at is not None and publish_expire_at > now:
@@ -258,27 +287,21 @@ class StreamUrls:
         return int(now) + self._stream.publish_ttl
 
     def verify_push(self, app: str, stream_name: str, args: dict[str, str], now: float) -> bool:
-        """Whether a push to /<app>/<stream_name> with query `args` carries a valid signature."""
+        """Whether a push to /<app>/<stream_name> with query `args` carries a valid signature.
+
+        False, never an exception, for any strings a client can put in the form.
+        """
         if app != self.app:
             return False
         security = self._stream.security
         if security == "none":
             return True
         if security == "static":
-            return hmac.compare_digest(
-                args.get("key", "").encode(), self._stream.publish_key.encode()
-            )
-        if security == "expiry":
-            expire = args.get("expire", "")
-            expected = self.push_url(stream_name, int(expire)) if expire.isdigit() else ""
-        else:
-            expire = args.get("e", "")
-            expected = self.push_url(stream_name, int(expire)) if expire.isdigit() else ""
-        if not expected or int(expire) <= now:
+            return _same_secret(args.get("key", ""), self._stream.publish_key)
+        expire_at = _unix_seconds(args.get(self._expire_field(), ""))
+        if expire_at is None or expire_at <= now:
             return False
-        given_token = args.get("token", "")
-        expected_token = expected.rsplit("token=", 1)[-1]
-        return hmac.compare_digest(given_token.encode(), expected_token.encode())
+        return _same_secret(args.get("token", ""), self._push_token(stream_name, expire_at))
 
     def rtmp_play_url(self, stream_name: str) -> str:
         return f"{self._stream.rtmp_play_base.rstrip('/')}/{stream_name}"

@@ -8,43 +8,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import re
 import signal
 import sys
 import time
 
-from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web_request import BaseRequest
-from aiohttp.web_response import StreamResponse
-
+from livesignal.log_redaction import install_log_redaction
 from livesignal.settings import Settings, SettingsError, load_settings
 from livesignal.signal.auth import ADMIN_ROLE, TokenCodec
 
 log = logging.getLogger("livesignal")
-
-SHUTDOWN_GRACE = 5.0
-_TOKEN_IN_QUERY = re.compile(r"(?i)([?&]token=)[^&\s]*")
-
-
-class RedactingAccessLogger(AbstractAccessLogger):
-    """One line per request; `?token=` values never reach the log."""
-
-    @property
-    def enabled(self) -> bool:
-        # Checked by aiohttp before building the entry: a silenced access log costs nothing.
-        return self.logger.isEnabledFor(logging.INFO)
-
-    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        path = _TOKEN_IN_QUERY.sub(r"\1<redacted>", request.path_qs)
-        self.logger.info(
-            '%s "%s %s" %d %.1fms',
-            request.remote,
-            request.method,
-            path,
-            response.status,
-            time * 1000,
-        )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,21 +35,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(settings: Settings) -> None:
-    from livesignal.app import create_app  # imported late: `token` needs none of the server
+    # Imported late: `token` needs none of the server.
+    from livesignal.app import create_app
+    from livesignal.http_server import start_http_server
 
     app = create_app(settings)
-    runner = web.AppRunner(
-        app,
-        access_log_class=RedactingAccessLogger,
-        handle_signals=False,
-        shutdown_timeout=SHUTDOWN_GRACE,
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, settings.server.host, settings.server.port)
     try:
-        await site.start()
+        runner = await start_http_server(app, settings)
     except OSError as exc:
-        await runner.cleanup()
         raise SystemExit(
             f"livesignal: cannot listen on {settings.server.host}:"
             f"{settings.server.port}: {exc.strerror}"
@@ -122,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.server.host = args.host
     if args.port is not None:
         settings.server.port = args.port
+    install_log_redaction()  # before the first record: no log line ever carries a token
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -13,6 +13,7 @@ from aiohttp import web
 from livesignal.appkeys import SERVICES
 from livesignal.http_compat.routes import add_rest_routes, rest_errors
 from livesignal.http_compat.server_auth import add_server_routes
+from livesignal.log_redaction import install_log_redaction
 from livesignal.media.routes import add_media_routes
 from livesignal.settings import Settings, SettingsError, fill_random_secrets
 from livesignal.signal.auth import RtcTokenCodec, StreamUrls, TokenCodec
@@ -75,6 +76,7 @@ def create_app(
     run_sweeper: bool = True,
 ) -> web.Application:
     """The whole server on one aiohttp app. `run_sweeper=False` leaves timers to the caller."""
+    install_log_redaction()  # idempotent; also covers servers not started by `livesignal serve`
     ctx = build_context(settings, clock)
     services = build_services(ctx)
     app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[rest_errors])

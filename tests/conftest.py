@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import jwt
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
@@ -15,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from livesignal.app import create_app
 from livesignal.appkeys import SERVICES
 from livesignal.settings import Settings, settings_from_mapping
+from livesignal.signal.auth import RtcTokenCodec
 from livesignal.signal.clock import Clock, ManualClock, SystemClock
 from livesignal.signal.services import Services
 
@@ -74,7 +77,7 @@ class Harness:
 
     def token(self, user_id: str, *, role: str = "", ttl: int | None = None) -> str:
         token, _ = self.services.ctx.tokens.issue(user_id, self.clock.now(), ttl=ttl, role=role)
-        return token
+        return record_token(token)
 
     async def call(
         self,
@@ -178,3 +181,67 @@ async def connect(make_harness: HarnessFactory) -> AsyncIterator[Connect]:
     yield open_client
     for client in clients:
         await client.close()
+
+
+# --- no token in any log line (PROTOCOL §2), checked over the whole session ----------------
+#
+# Every token minted in this process is recorded: Harness.token, and, by the session fixture
+# below, every jwt.encode and RtcTokenCodec.issue (other test modules' helpers, and the tokens
+# the server itself issues: access_token, room_token, relay_token) plus every RTC token the
+# server verifies (tests that sign one by hand). All log records of the session at INFO and
+# above are scanned; the session fails if a line holds a recorded token.
+
+_minted_tokens: set[str] = set()
+
+
+def record_token(token: str) -> str:
+    """Remember a token minted in this session (returned as is) for the end-of-session scan."""
+    # Client JWTs and RTC tokens all hold base64 JSON (eyJ...): the scan looks there only.
+    assert "eyJ" in token, "the log scan keeps only lines holding 'eyJ'"
+    _minted_tokens.add(token)
+    return token
+
+
+class TokenSuspects(logging.Handler):
+    """Keeps the log lines (message + exception text) that could hold a token: few or none."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        if "eyJ" in line:
+            self.lines.append(line)
+
+
+def leaked_tokens(lines: list[str], tokens: set[str]) -> list[str]:
+    return [line for line in lines if any(token in line for token in tokens)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_token_in_any_log_line() -> Iterator[None]:
+    root = logging.getLogger()
+    suspects = TokenSuspects()
+    level = root.level
+    patch = pytest.MonkeyPatch()
+    encode, rtc_issue, rtc_verify = jwt.encode, RtcTokenCodec.issue, RtcTokenCodec.verify
+
+    def rtc_verify_recording(self: RtcTokenCodec, token: str, now: float) -> Any:
+        if token.count(":") == 2 and token.rsplit(":", 1)[1].startswith("eyJ"):
+            record_token(token)
+        return rtc_verify(self, token, now)
+
+    patch.setattr(jwt, "encode", lambda *a, **kw: record_token(encode(*a, **kw)))
+    patch.setattr(RtcTokenCodec, "issue", lambda *a, **kw: record_token(rtc_issue(*a, **kw)))
+    patch.setattr(RtcTokenCodec, "verify", rtc_verify_recording)
+    root.addHandler(suspects)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.removeHandler(suspects)
+        patch.undo()
+    leaked = leaked_tokens(suspects.lines, _minted_tokens)
+    assert not leaked, f"{len(leaked)} log line(s) hold a token, e.g.:\n{leaked[0]}"

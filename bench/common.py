@@ -42,11 +42,16 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / ticks
 
 
+# A sender chatting at the bench's rate is the load, not an attack: the per-user rates of
+# PROTOCOL §7 are turned off. (A delivery passes no limit check either way.)
+BENCH_LIMITS = "[limits]\nchat_per_second = 0\nrequests_per_second = 0\n"
+
+
 @contextmanager
 def running_server(extra_toml: str = "") -> Iterator[Server]:
     port = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as config:
-        config.write(f'[auth]\njwt_secret = "{BENCH_SECRET}"\n{extra_toml}')
+        config.write(f'[auth]\njwt_secret = "{BENCH_SECRET}"\n{BENCH_LIMITS}{extra_toml}')
     process = subprocess.Popen(
         [sys.executable, "-m", "livesignal", "serve", "--config", config.name, "--port", str(port)],
         stdout=subprocess.DEVNULL,

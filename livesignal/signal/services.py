@@ -25,6 +25,14 @@ class Services:
     chat: ChatService
     rates: UserRates
 
+    async def store_ready(self) -> bool:
+        """Whether the backing store answers now (GET /readyz)."""
+        try:
+            await self.ctx.store.ping()
+        except (ConnectionError, TimeoutError, OSError):
+            return False
+        return True
+
 
 def build_services(ctx: ServiceContext) -> Services:
     rates = UserRates(ctx.settings.limits, ctx.clock)

@@ -35,6 +35,10 @@ class Departure:
 
 
 class Store(Protocol):
+    async def ping(self) -> None:
+        """Return when the store answers; raise ConnectionError/TimeoutError/OSError if not."""
+        ...
+
     # --- counters ------------------------------------------------------------------------
     async def next_id(self, counter: str) -> int:
         """A number unique per counter name, increasing, starting at 1."""

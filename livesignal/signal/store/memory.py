@@ -49,6 +49,9 @@ class MemoryStore:
         self._relays: dict[str, Relay] = {}
         self._active_relays: dict[str, Relay] = {}
 
+    async def ping(self) -> None:
+        return None  # the embedded store is this process: it answers while the process does
+
     # --- counters ------------------------------------------------------------------------
     async def next_id(self, counter: str) -> int:
         value = self._counters.get(counter, 0) + 1

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
 
 from livesignal.appkeys import SERVICES
+from livesignal.health import add_health_routes
 from livesignal.http_compat.routes import add_rest_routes, rest_errors
 from livesignal.http_compat.server_auth import add_server_routes
 from livesignal.log_redaction import install_log_redaction
@@ -19,8 +21,8 @@ from livesignal.settings import Settings, SettingsError, fill_random_secrets
 from livesignal.signal.auth import RtcTokenCodec, StreamUrls, TokenCodec
 from livesignal.signal.broker.memory import MemoryBroker
 from livesignal.signal.clock import Clock, SystemClock
-from livesignal.signal.connection import SocketHub
 from livesignal.signal.context import ServiceContext
+from livesignal.signal.hub import SocketHub
 from livesignal.signal.services import build_services
 from livesignal.signal.store.memory import MemoryStore
 from livesignal.signal.sweeper import sweep_interval
@@ -58,14 +60,16 @@ def build_context(settings: Settings, clock: Clock | None = None) -> ServiceCont
         )
     clock = clock or SystemClock()
     use_random_secrets_where_empty(settings)
+    broker = MemoryBroker(clock)
     return ServiceContext(
         settings=settings,
         clock=clock,
-        store=MemoryStore(),
-        broker=MemoryBroker(clock),
+        store=MemoryStore(broker, clock),
+        broker=broker,
         tokens=TokenCodec(settings.auth.jwt_secret, settings.auth.token_ttl),
         rtc_tokens=RtcTokenCodec(settings.rtc),
         urls=StreamUrls(settings.stream, settings.rtc),
+        node_id=secrets.token_hex(8),
     )
 
 
@@ -83,6 +87,7 @@ def create_app(
     app[SERVICES] = services
     hub = SocketHub(services)
     app.router.add_get("/ws", hub.handle)
+    add_health_routes(app)
     app.cleanup_ctx.append(_background(hub.run, "livesignal-socket-hub"))
     app.on_shutdown.append(lambda _app: hub.close_all())
     add_rest_routes(app)

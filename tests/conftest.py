@@ -21,6 +21,10 @@ from livesignal.signal.auth import RtcTokenCodec
 from livesignal.signal.clock import Clock, ManualClock, SystemClock
 from livesignal.signal.services import Services
 
+# Fixtures for real redis-server and multi-node `livesignal serve` tests: redis_server,
+# redis_url, own_redis (tests/redis_server.py) and make_cluster (tests/cluster.py).
+pytest_plugins = ("tests.redis_server", "tests.cluster")
+
 JWT_SECRET = "test-secret-0123456789abcdef-0123456789"
 
 
@@ -76,7 +80,7 @@ class Harness:
         return self.base_url.replace("http://", "ws://", 1) + "/ws"
 
     def token(self, user_id: str, *, role: str = "", ttl: int | None = None) -> str:
-        token, _ = self.services.ctx.tokens.issue(user_id, self.clock.now(), ttl=ttl, role=role)
+        token, _ = self.services.identities.issue(user_id, ttl=ttl, role=role)
         return record_token(token)
 
     async def call(

@@ -68,7 +68,7 @@ async def authenticate(request: web.Request) -> Identity:
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
         raise Unauthorized("missing token")
-    identity = services.ctx.tokens.verify(token, services.ctx.clock.now())
+    identity = services.identities.verify(token)
     services.rates.admit_request(identity)
     await services.users.ensure(identity.user_id)
     return identity

@@ -14,8 +14,7 @@ from livesignal.signal.params import Params
 async def issue_token(request: web.Request) -> web.Response:
     request_id = request_id_of(request)
     services = request.app[SERVICES]
-    ctx = services.ctx
-    auth = ctx.settings.auth
+    auth = services.settings.auth
     try:
         if not (auth.server_access_key and auth.server_secret_key):
             raise Forbidden("server API disabled: no server_access_key/server_secret_key")
@@ -36,12 +35,10 @@ async def issue_token(request: web.Request) -> web.Response:
         params = Params(dict(request.query))
         user_id = params.text("user_id", max_len=128)
         expires_at = params.opt_int("expires_at")
-        now = ctx.clock.now()
-        if expires_at is not None and expires_at <= now:
+        if expires_at is not None and expires_at <= services.identities.now():
             raise BadRequest("expires_at is in the past")
-        token, exp = ctx.tokens.issue(
+        token, exp = services.identities.issue(
             user_id,
-            now,
             app_id=params.opt_text("app_id") or "",
             device_id=params.opt_text("device_id") or "",
             expires_at=expires_at,

@@ -10,6 +10,7 @@ from livesignal.signal.bounds import check_chat_text
 from livesignal.signal.context import ServiceContext
 from livesignal.signal.errors import Forbidden, NotFound
 from livesignal.signal.rates import UserRates
+from livesignal.signal.store.base import Tx
 
 
 class ChatService:
@@ -20,14 +21,17 @@ class ChatService:
     async def send(self, caller: Identity, live_id: str, text: str) -> dict[str, Any]:
         check_chat_text(text)
         self._rates.admit_chat(caller)
-        store = self._ctx.store
-        if await store.get_room(live_id) is None:
-            raise NotFound("room not found")
-        now = self._ctx.clock.now()
-        member = await store.get_member(caller.user_id, live_id)
-        if member is None or not member.is_present(now):
-            raise Forbidden("only present members may chat")
-        user = await store.ensure_user(caller.user_id)
-        data = {"user_id": user.user_id, "nick": user.nick, "text": text, "ts": int(now * 1000)}
-        event = await self._ctx.broker.publish_room(live_id, events.CHAT_MESSAGE, data)
-        return {"seq": event.seq}
+
+        async def step(tx: Tx) -> None:
+            if await tx.room(live_id) is None:
+                raise NotFound("room not found")
+            member = await tx.member(live_id, caller.user_id)
+            if member is None or not member.is_present(tx.now):
+                raise Forbidden("only present members may chat")
+            user = await tx.user(caller.user_id)
+            nick = user.nick if user is not None else caller.user_id
+            data = {"user_id": caller.user_id, "nick": nick, "text": text, "ts": int(tx.now * 1000)}
+            tx.emit(live_id, events.CHAT_MESSAGE, data)
+
+        done = await self._ctx.store.transact(step)
+        return {"seq": done.events[0].seq}

@@ -1,10 +1,11 @@
-"""The `/ws` endpoint (PROTOCOL §4): one aiohttp WebSocket per app, driving protocol.py.
+"""One client's WebSocket (PROTOCOL §4): frames in, replies and events out.
 
 Outgoing frames are written straight into the socket's transport, in the order they are
 produced; its buffer is the socket's send queue, bounded at 1 MiB: past that the socket is
-closed with 4009 rather than slowing its room. Room events are encoded once into a wire frame
-and that same bytes object goes to every socket. The hub pings every socket each heartbeat
-interval; any frame from the client proves liveness.
+closed with 4009 rather than slowing its room. Room events arrive from this node's fan-out
+(hub.py) as ready-made wire frames; the socket keeps the last seq it delivered (its
+watermark) and drops anything at or below it, so join replies, buffered events and resume
+can race freely without a repeat.
 """
 
 from __future__ import annotations
@@ -13,32 +14,22 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from livesignal.client_address import ClientAddresses
 from livesignal.signal import events
-from livesignal.signal.auth import Identity, bearer_token
-from livesignal.signal.errors import (
-    ApiError,
-    BadRequest,
-    Forbidden,
-    StoreUnavailable,
-    TooManyRequests,
-    Unauthorized,
-)
+from livesignal.signal.auth import Identity
+from livesignal.signal.errors import ApiError, BadRequest, Forbidden, StoreUnavailable
 from livesignal.signal.events import RoomEvent, UserEvent
 from livesignal.signal.operations import OPERATIONS, Call
 from livesignal.signal.params import Params
-from livesignal.signal.presence import DETACH, Hold
+from livesignal.signal.presence import Hold, Joined
 from livesignal.signal.protocol import (
-    CLOSE_GOING_AWAY,
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOKEN_EXPIRED,
     CLOSE_UNSUPPORTED,
-    MAX_FRAME,
     PONG_FRAME,
     AppPing,
     Malformed,
@@ -49,18 +40,23 @@ from livesignal.signal.protocol import (
     pong_wire,
     reply_frame,
     text_wire,
+    user_event_wire,
     welcome_frame,
 )
 from livesignal.signal.services import Services
-from livesignal.signal.views import relay_view
+
+if TYPE_CHECKING:
+    from livesignal.signal.hub import SocketHub
 
 log = logging.getLogger(__name__)
 
 MAX_UNSENT = 1024 * 1024  # bytes buffered for one socket before it counts as a slow consumer
 CLOSE_GRACE = 3.0  # seconds a closing handshake may take before the transport is aborted
 
-
 PING_WIRE = ping_wire()
+
+# (the join-like action, run with the hold this socket should take) -> what it joined
+AttachAction = Callable[[Hold], Awaitable[Joined]]
 
 
 class Connection:
@@ -80,8 +76,10 @@ class Connection:
         self.session_id = secrets.token_hex(8)
         self.attached: str | None = None  # the room whose events this socket receives
         self.holds_membership = False  # this socket keeps its user present in `attached`
+        self.room_seq = 0  # the last seq of `attached` this socket delivered (watermark)
         self.last_seen = asyncio.get_running_loop().time()
-        self._buffer: list[RoomEvent] | None = None  # events held back while attaching
+        self._attaching: str | None = None  # a room being attached: its events wait in
+        self._held: list[tuple[RoomEvent, bytes]] = []  # ... this buffer until the reply
         self._closing = False
         self._close_task: asyncio.Future[None] | None = None
         self.leave_reason = events.LEFT_LEAVE
@@ -115,7 +113,7 @@ class Connection:
         self.send_wire(PING_WIRE)
 
     def close(self, code: int, message: str, *, leave_reason: str | None = None) -> None:
-        """Close from the server side, dropping whatever was still queued."""
+        """Close from the server side; what is queued still goes out first."""
         if self._closing:
             return
         self._closing = True
@@ -134,32 +132,34 @@ class Connection:
         if self._transport is not None and not self.ws.closed:
             self._transport.abort()
 
-    # --- events from the broker ----------------------------------------------------------
-    def on_room_event(self, event: RoomEvent) -> None:
-        if self._buffer is not None:
-            self._buffer.append(event)
+    # --- events from this node's fan-out --------------------------------------------------
+    def on_room_event(self, event: RoomEvent, wire: bytes) -> None:
+        if event.live_id == self._attaching:
+            self._held.append((event, wire))
             return
-        self.send_wire(event.wire)
+        if event.live_id != self.attached or event.seq <= self.room_seq:
+            return
+        self.room_seq = event.seq
+        self.send_wire(wire)
         if event.name == events.ROOM_DELETED:
             self._detach_locally(event.live_id)
 
-    def on_user_event(self, event: UserEvent) -> None:
-        if event.name == DETACH:
+    def on_user_event(self, event: UserEvent, wire: bytes) -> None:
+        if event.name == events.DETACH:
             self._detach_locally(str(event.data.get("live_id", "")))
             return
-        self.send_wire(event.wire)
+        self.send_wire(wire)
 
     def _detach_locally(self, live_id: str) -> None:
         if self.attached == live_id:
-            self.services.ctx.broker.unsubscribe_room(live_id, self.on_room_event)
+            self.hub.detach(self, live_id)
             self.attached = None
             self.holds_membership = False
 
     # --- the connection's life -----------------------------------------------------------
     async def run(self) -> None:
-        ctx = self.services.ctx
-        settings = ctx.settings.presence
-        ctx.broker.subscribe_user(self.identity.user_id, self.on_user_event)
+        settings = self.services.settings.presence
+        await self.hub.add_user_socket(self)
         try:
             self.send(
                 welcome_frame(
@@ -171,10 +171,8 @@ class Connection:
             )
             pending = await self.services.relays.pending(self.identity)
             for relay in pending["list"]:
-                invited = events.user_event(
-                    self.identity.user_id, events.RELAY_INVITED, {"relay": relay}
-                )
-                self.send_wire(invited.wire)
+                invited = UserEvent(self.identity.user_id, events.RELAY_INVITED, {"relay": relay})
+                self.send_wire(user_event_wire(invited))
             await self._read_loop()
             if self._close_task is not None:
                 # The server is closing: keep the handler (and so the connection) alive until
@@ -183,7 +181,7 @@ class Connection:
                 # kernel answer with a reset, and the peer would never see our close code.
                 await asyncio.shield(self._close_task)
         finally:
-            ctx.broker.unsubscribe_user(self.identity.user_id, self.on_user_event)
+            self.hub.remove_user_socket(self)
             await self._leave_attached_room()
 
     async def _leave_attached_room(self) -> None:
@@ -199,6 +197,7 @@ class Connection:
                 self.identity.user_id, live_id, self.leave_reason
             )
         except Exception:
+            # The store is unreachable: this node's lease still lapses the hold later.
             log.exception("could not release presence of %s", self.identity.user_id)
 
     async def _read_loop(self) -> None:
@@ -253,71 +252,52 @@ class Connection:
             self.send(error_frame(request.id, ApiError("internal error")))
 
     # --- operations that attach the socket to a room -------------------------------------
-    async def _attach(
-        self,
-        live_id: str,
-        action: Callable[[Hold], Awaitable[dict[str, Any]]],
-        *,
-        joins: bool = True,
-    ) -> tuple[dict[str, Any], list[RoomEvent]]:
-        """Run a join-like action and subscribe to the room without losing or repeating events.
+    async def _attach(self, live_id: str, action: AttachAction, *, joins: bool = True) -> Joined:
+        """Run a join-like action and take the room's events from the seq it reports on.
 
-        Events published while the action runs are held back; the caller replies and then
-        releases those newer than the seq it reported. `joins` says whether the action makes
-        the user a member (with this socket's hold) or only subscribes the socket.
+        The room's events are held back while the action runs; the caller replies and then
+        calls `_release`. `joins` says whether the action makes the user a member (with
+        this socket's hold) or only subscribes the socket.
         """
-        broker = self.services.ctx.broker
         already = self.attached == live_id
         keeps_hold = already and self.holds_membership
-        if not already:
-            self._buffer = []
-            broker.subscribe_room(live_id, self.on_room_event)
+        self._attaching, self._held = live_id, []
         try:
-            result = await action("none" if keeps_hold or not joins else "socket")
-        except BaseException:
             if not already:
-                broker.unsubscribe_room(live_id, self.on_room_event)
-                self._buffer = None
+                await self.hub.attach(self, live_id)
+            joined = await action("none" if keeps_hold or not joins else "socket")
+        except BaseException:
+            self._attaching, self._held = None, []
+            if not already:
+                self.hub.detach(self, live_id)
             raise
-        held, self._buffer = self._buffer or [], None
         if self.attached is not None and self.attached != live_id:
             # Still attached elsewhere (the action did not switch the membership, e.g. an
             # admin starting another room): drop that room and this socket's hold on it.
             await self._leave_attached_room()
-        self.attached = live_id
+        if not already:
+            self.attached = live_id
+            self.room_seq = joined.seq
         self.holds_membership = keeps_hold or joins
-        return result, held
+        return joined
 
-    def _release(self, held: list[RoomEvent], after_seq: int) -> None:
-        for event in held:
-            if event.seq > after_seq:
-                self.on_room_event(event)
-
-    async def _room_reply(
-        self, room_view: dict[str, Any], live_id: str
-    ) -> tuple[dict[str, Any], int]:
-        ctx = self.services.ctx
-        seq = await ctx.broker.current_seq(live_id)
-        relay = None
-        room = await ctx.store.get_room(live_id)
-        if room is not None and room.relay_id:
-            found = await ctx.store.get_relay(room.relay_id)
-            if found is not None and found.status.is_established:
-                relay = relay_view(found)
-        return {**room_view, "seq": seq, "relay": relay}, seq
+    def _release(self) -> None:
+        """Deliver what arrived while attaching, newer than the seq the reply reported."""
+        held, self._held = self._held, []
+        self._attaching = None
+        for event, wire in held:
+            self.on_room_event(event, wire)
 
     async def _op_join(self, request: Request) -> None:
         live_id = Params(request.data).text("live_id")
         rooms = self.services.rooms
 
-        async def join(hold: Hold) -> dict[str, Any]:
-            room = await rooms.join(self.identity, live_id, hold=hold)
-            return await rooms.render(room, self.identity)
+        async def join(hold: Hold) -> Joined:
+            return await rooms.join(self.identity, live_id, hold=hold)
 
-        view, held = await self._attach(live_id, join)
-        reply, seq = await self._room_reply(view, live_id)
-        self.send(reply_frame(request.id, reply))
-        self._release(held, seq)
+        joined = await self._attach(live_id, join)
+        self.send(reply_frame(request.id, await rooms.attach_reply(joined, self.identity)))
+        self._release()
 
     async def _op_start(self, request: Request) -> None:
         live_id = Params(request.data).text("live_id")
@@ -326,13 +306,12 @@ class Connection:
         # not made a member, but its socket receives the room's events all the same.
         is_anchor = (await rooms.get(live_id)).anchor_id == self.identity.user_id
 
-        async def start(hold: Hold) -> dict[str, Any]:
-            return await rooms.start(self.identity, live_id, hold=hold)
+        async def start(hold: Hold) -> Joined:
+            return await rooms.start_and_join(self.identity, live_id, hold=hold)
 
-        view, held = await self._attach(live_id, start, joins=is_anchor)
-        reply, seq = await self._room_reply(view, live_id)
-        self.send(reply_frame(request.id, reply))
-        self._release(held, seq)
+        joined = await self._attach(live_id, start, joins=is_anchor)
+        self.send(reply_frame(request.id, await rooms.attach_reply(joined, self.identity)))
+        self._release()
 
     async def _op_resume(self, request: Request) -> None:
         params = Params(request.data)
@@ -340,27 +319,26 @@ class Connection:
         since = params.opt_int("since")
         if since is None or since < 0:
             raise BadRequest("since is required: the last seq received, >= 0")
-        broker = self.services.ctx.broker
+        feed = self.services.feed
         await self.services.rooms.get(live_id)  # a deleted room is 404, not "since too high"
-        if since > await broker.current_seq(live_id):
+        if since > await feed.current_seq(live_id):
             raise BadRequest("since is above the room's current seq")
         rooms = self.services.rooms
 
-        async def rejoin(hold: Hold) -> dict[str, Any]:
-            await rooms.join(self.identity, live_id, hold=hold)
-            return {}
+        async def rejoin(hold: Hold) -> Joined:
+            return await rooms.join(self.identity, live_id, hold=hold)
 
-        _, held = await self._attach(live_id, rejoin)
-        replay = await broker.replay(live_id, since)
-        for event in replay.events:
-            self.send_wire(event.wire)
+        await self._attach(live_id, rejoin)
+        replay = await feed.replay(live_id, since)
+        for event in replay.events:  # what the client asked for, even if it had some of it
+            self.send_wire(self.hub.room_wire(event))
+        self.room_seq = max(self.room_seq, replay.seq)
         self.send(reply_frame(request.id, {"recovered": replay.recovered, "seq": replay.seq}))
-        self._release(held, replay.seq)
+        self._release()
 
     async def _op_refresh(self, request: Request) -> None:
         token = Params(request.data).text("token")
-        ctx = self.services.ctx
-        identity = ctx.tokens.verify(token, ctx.clock.now())
+        identity = self.services.identities.verify(token)
         if identity.user_id != self.identity.user_id:
             raise Forbidden("the new token is for another user")
         self.identity = identity
@@ -374,110 +352,17 @@ class Connection:
             self.close(
                 CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout", leave_reason=events.LEFT_TIMEOUT
             )
-        elif self.identity.exp and self.identity.exp <= wall_now:
+        elif self.identity.exp <= wall_now:
             self.close(CLOSE_TOKEN_EXPIRED, "token expired")
         else:
             self.ping()
 
 
-class SocketHub:
-    """Every open socket of this process: pings, liveness, token expiry and shutdown."""
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.connections: set[Connection] = set()
-        self._tasks: set[asyncio.Future[None]] = set()
-        presence = services.ctx.settings.presence
-        self.interval = presence.heartbeat_interval
-        self.timeout = presence.timeout
-        limits = services.ctx.settings.limits
-        self._addresses = ClientAddresses(limits.trusted_proxies)
-        self._per_user = SocketCounts("sockets per user", limits.sockets_per_user)
-        self._per_address = SocketCounts("sockets per address", limits.sockets_per_ip)
-
-    def spawn(self, coro: Awaitable[None]) -> asyncio.Future[None]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        clock = self.services.ctx.clock
-        while True:
-            await asyncio.sleep(self.interval)
-            now, wall_now = loop.time(), clock.now()
-            for connection in list(self.connections):
-                connection.tick(now, wall_now, self.timeout)
-
-    async def close_all(self) -> None:
-        for connection in list(self.connections):
-            connection.close(CLOSE_GOING_AWAY, "server shutting down")
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=CLOSE_GRACE)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        """GET /ws: authenticate before the upgrade, then serve the socket until it closes."""
-        ctx = self.services.ctx
-        token = bearer_token(request.headers.get("Authorization")) or request.query.get("token")
-        address = self._addresses.of(request.remote, request.headers.get("X-Forwarded-For"))
-        try:
-            if not token:
-                raise Unauthorized("missing token")
-            identity = ctx.tokens.verify(token, ctx.clock.now())
-            self.services.rates.admit_request(identity)
-            await self.services.users.ensure(identity.user_id)
-            # No await between checking and counting: a burst of upgrades cannot pass together.
-            self._per_user.check(identity.user_id)
-            self._per_address.check(address)
-        except ApiError as error:
-            return _refusal(error)
-        self._per_user.add(identity.user_id)
-        self._per_address.add(address)
-        try:
-            # aiohttp refuses a message of max_msg_size bytes or more; PROTOCOL: over 64 KiB.
-            ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=MAX_FRAME + 1)
-            await ws.prepare(request)
-            connection = Connection(ws, self.services, identity, self, request.transport)
-            self.connections.add(connection)
-            try:
-                await connection.run()
-            finally:
-                self.connections.discard(connection)
-        finally:
-            self._per_user.remove(identity.user_id)
-            self._per_address.remove(address)
-        return ws
-
-
-def _refusal(error: ApiError) -> web.Response:
-    """An upgrade refused before it happens: plain HTTP with the error's status and code."""
-    response = web.json_response(
-        {"code": error.code, "message": error.message}, status=error.http_status
-    )
-    if isinstance(error, TooManyRequests) and error.retry_after is not None:
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
-
-
-class SocketCounts:
-    """Open sockets per key (user or address) on this process, capped at `limit` (0 = off)."""
-
-    def __init__(self, what: str, limit: int) -> None:
-        self._what = what
-        self._limit = limit
-        self._open: dict[str, int] = {}
-
-    def check(self, key: str) -> None:
-        if self._limit and self._open.get(key, 0) >= self._limit:
-            raise TooManyRequests(f"at most {self._limit} open {self._what}")
-
-    def add(self, key: str) -> None:
-        self._open[key] = self._open.get(key, 0) + 1
-
-    def remove(self, key: str) -> None:
-        left = self._open.get(key, 0) - 1
-        if left > 0:
-            self._open[key] = left
-        else:
-            self._open.pop(key, None)
+def describe(connection: Connection) -> dict[str, Any]:
+    """For logs and debugging: who a socket is and what it is attached to."""
+    return {
+        "session_id": connection.session_id,
+        "user_id": connection.identity.user_id,
+        "attached": connection.attached,
+        "room_seq": connection.room_seq,
+    }

@@ -20,3 +20,4 @@ class ServiceContext:
     tokens: TokenCodec
     rtc_tokens: RtcTokenCodec
     urls: StreamUrls
+    node_id: str  # this process, among the nodes sharing the store (its socket holds' owner)

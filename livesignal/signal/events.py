@@ -5,10 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from livesignal.signal.protocol import text_wire
-
 # Room events: to every socket joined to the room, with a per-room seq.
 MEMBER_JOINED = "member.joined"
 MEMBER_LEFT = "member.left"
@@ -34,30 +30,20 @@ LEFT_TIMEOUT = "timeout"
 LEFT_SWITCHED = "switched"
 
 
+# User-directed control event, never sent to clients: the user's sockets attached to
+# `live_id` detach, because the user left or switched rooms by some other transport.
+DETACH = "_detach"
+
+
 @dataclass(frozen=True, slots=True)
 class RoomEvent:
+    """A room event as data: the broker carries it; each node builds the frame once."""
+
     live_id: str
     seq: int
     name: str
     data: dict[str, Any]
     published_at: float
-    frame: str  # the event frame as clients receive it
-    wire: bytes  # that frame as a WebSocket text frame, built once for every socket
-
-
-def room_event(live_id: str, seq: int, name: str, data: dict[str, Any], at: float) -> RoomEvent:
-    frame = orjson.dumps(
-        {"type": "event", "event": name, "live_id": live_id, "seq": seq, "data": data}
-    ).decode()
-    return RoomEvent(
-        live_id=live_id,
-        seq=seq,
-        name=name,
-        data=data,
-        published_at=at,
-        frame=frame,
-        wire=text_wire(frame),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +51,3 @@ class UserEvent:
     user_id: str
     name: str
     data: dict[str, Any]
-    frame: str  # the event frame as clients receive it
-    wire: bytes
-
-
-def user_event(user_id: str, name: str, data: dict[str, Any]) -> UserEvent:
-    frame = orjson.dumps({"type": "event", "event": name, "data": data}).decode()
-    return UserEvent(user_id=user_id, name=name, data=data, frame=frame, wire=text_wire(frame))

@@ -70,19 +70,30 @@ class Room:
 
 @dataclass(slots=True)
 class Member:
-    """A user's presence in a room: held by open sockets and/or a recent REST call."""
+    """A user's presence in a room: held by open sockets and/or a recent REST call.
+
+    Socket holds belong to the node (process) whose sockets they are: a node that dies stops
+    renewing its lease, and its holds lapse without touching the other nodes' holds.
+    """
 
     user_id: str
     live_id: str
     rest_deadline: float  # REST-held presence lapses at this unix time (0: never REST-held)
-    sockets: int = 0  # open sockets attached to the room for this user
+    holds: dict[str, int] = field(default_factory=dict)  # node id -> its open sockets here
+    join_order: float = 0.0  # when the member (re)joined: members are listed in that order
+
+    @property
+    def sockets(self) -> int:
+        return sum(self.holds.values())
 
     def is_present(self, now: float) -> bool:
-        return self.sockets > 0 or self.rest_deadline > now
+        return bool(self.holds) or self.rest_deadline > now
 
     def snapshot(self) -> Member:
         """A copy to hand out (copy.copy is several times slower on this hot path)."""
-        return Member(self.user_id, self.live_id, self.rest_deadline, self.sockets)
+        return Member(
+            self.user_id, self.live_id, self.rest_deadline, dict(self.holds), self.join_order
+        )
 
 
 @dataclass(slots=True)

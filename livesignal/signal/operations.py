@@ -71,8 +71,8 @@ async def room_list(s: Services, c: Call) -> dict[str, Any]:
 
 async def room_join(s: Services, c: Call) -> dict[str, Any]:
     live_id = c.params.text("live_id")
-    room = await s.rooms.join(c.caller, live_id)
-    return await s.rooms.render(room, c.caller)
+    joined = await s.rooms.join(c.caller, live_id)
+    return await s.rooms.render(joined.room, c.caller)
 
 
 async def room_leave(s: Services, c: Call) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from livesignal.signal.errors import ApiError
+from livesignal.signal.events import RoomEvent, UserEvent
 
 RequestId = int | str | None
 MAX_ID_LENGTH = 128
@@ -19,6 +20,7 @@ MAX_ID_LENGTH = 128
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED = 1003  # binary frame
 CLOSE_TOO_BIG = 1009
+CLOSE_LOST_EVENTS = 1012  # the node lost events it cannot replay: reconnect and resume
 CLOSE_TOKEN_EXPIRED = 4001
 CLOSE_HEARTBEAT_TIMEOUT = 4008
 CLOSE_SLOW_CONSUMER = 4009
@@ -118,6 +120,23 @@ def error_frame(request_id: RequestId, error: ApiError) -> str:
         "data": None,
     }
     return orjson.dumps(body).decode()
+
+
+def room_event_wire(event: RoomEvent) -> bytes:
+    """A room event as the wire frame every socket of the room gets (built once per node)."""
+    body = {
+        "type": "event",
+        "event": event.name,
+        "live_id": event.live_id,
+        "seq": event.seq,
+        "data": event.data,
+    }
+    return _wire(_OP_TEXT, orjson.dumps(body))
+
+
+def user_event_wire(event: UserEvent) -> bytes:
+    """A user-directed event: no live_id, no seq."""
+    return _wire(_OP_TEXT, orjson.dumps({"type": "event", "event": event.name, "data": event.data}))
 
 
 def welcome_frame(

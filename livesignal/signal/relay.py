@@ -23,8 +23,9 @@ from livesignal.signal.bounds import (
 )
 from livesignal.signal.context import ServiceContext
 from livesignal.signal.errors import Forbidden, NotFound, WrongState
-from livesignal.signal.model import Relay, RelayStatus, RoomStatus
+from livesignal.signal.model import Relay, RelayStatus, Room, RoomStatus
 from livesignal.signal.rates import UserRates
+from livesignal.signal.store.base import Tx
 from livesignal.signal.views import relay_view
 
 REASON_REJECTED = "rejected"
@@ -101,71 +102,85 @@ class RelayService:
         self, caller: Identity, init_room_id: str, recv_room_id: str, recv_user_id: str
     ) -> dict[str, Any]:
         self._rates.admit_relay_start(caller)
-        store = self._ctx.store
-        init_room = await store.get_room(init_room_id)
-        recv_room = await store.get_room(recv_room_id)
-        if init_room is None or recv_room is None:
-            raise NotFound("room not found")
-        if caller.user_id != init_room.anchor_id and not caller.is_admin:
-            raise Forbidden("only the anchor of init_room_id may start a relay")
-        if recv_room.anchor_id != recv_user_id:
-            raise WrongState("recv_user_id is not the anchor of recv_room_id")
-        if init_room_id == recv_room_id or init_room.anchor_id == recv_user_id:
-            raise WrongState("a relay needs two different rooms and anchors")
-        if init_room.status != RoomStatus.LIVE or recv_room.status != RoomStatus.LIVE:
-            raise WrongState("both rooms must be live")
-        now = self._ctx.clock.now()
         auto = self._ctx.settings.relay.accept_mode == "auto"
-        relay = Relay(
-            relay_id=f"relay_{secrets.token_hex(8)}",
-            init_user_id=init_room.anchor_id,
-            init_room_id=init_room_id,
-            recv_room_id=recv_room_id,
-            recv_user_id=recv_user_id,
-            created_at=now,
-            status=RelayStatus.ACCEPTED if auto else RelayStatus.INVITED,
-            started_at=now if auto else None,
-        )
-        await store.insert_relay(relay)  # atomically re-checks live + not busy
-        if auto:
-            await self._broadcast_state(relay)
-        else:
-            await self._ctx.broker.publish_user(
-                recv_user_id, events.RELAY_INVITED, {"relay": relay_view(relay)}
+        relay_id = f"relay_{secrets.token_hex(8)}"
+
+        async def step(tx: Tx) -> Relay:
+            init_room = await tx.room(init_room_id)
+            recv_room = await tx.room(recv_room_id)
+            if init_room is None or recv_room is None:
+                raise NotFound("room not found")
+            if caller.user_id != init_room.anchor_id and not caller.is_admin:
+                raise Forbidden("only the anchor of init_room_id may start a relay")
+            if recv_room.anchor_id != recv_user_id:
+                raise WrongState("recv_user_id is not the anchor of recv_room_id")
+            if init_room_id == recv_room_id or init_room.anchor_id == recv_user_id:
+                raise WrongState("a relay needs two different rooms and anchors")
+            for room in (init_room, recv_room):
+                if room.status != RoomStatus.LIVE:
+                    raise WrongState(f"room {room.live_id} is not live")
+                if room.relay_id:
+                    raise WrongState(f"room {room.live_id} already has a relay")
+            now = tx.now
+            relay = Relay(
+                relay_id=relay_id,
+                init_user_id=init_room.anchor_id,
+                init_room_id=init_room_id,
+                recv_room_id=recv_room_id,
+                recv_user_id=recv_user_id,
+                created_at=now,
+                status=RelayStatus.ACCEPTED if auto else RelayStatus.INVITED,
+                started_at=now if auto else None,
             )
+            tx.put_relay(relay)
+            for room in (init_room, recv_room):
+                room.relay_id = relay_id
+                tx.put_room(room)
+            if auto:
+                self._broadcast_state(tx, relay)
+            else:
+                tx.tell(recv_user_id, events.RELAY_INVITED, {"relay": relay_view(relay)})
+            return relay
+
+        relay = (await self._ctx.store.transact(step)).result
         return self._token_reply(relay, relay.init_user_id)
 
     # --- answering an invitation ---------------------------------------------------------
     async def accept(self, caller: Identity, relay_id: str) -> dict[str, Any]:
-        now = self._ctx.clock.now()
-
-        def accept(relay: Relay) -> None:
+        def accept(relay: Relay, now: float) -> None:
             relay.status = RelayStatus.ACCEPTED
             relay.started_at = now
 
-        change = await self._change(relay_id, caller, {"recv"}, {RelayStatus.INVITED}, accept)
-        relay = change.after
-        await self._notify_anchors(relay, events.RELAY_ACCEPTED)
-        await self._broadcast_state(relay)
-        return self._token_reply(relay, relay.recv_user_id)
+        def announce(tx: Tx, change: Change) -> None:
+            self._notify_anchors(tx, change.after, events.RELAY_ACCEPTED)
+            self._broadcast_state(tx, change.after)
+
+        change = await self._change(
+            relay_id, caller, {"recv"}, {RelayStatus.INVITED}, accept, announce
+        )
+        return self._token_reply(change.after, change.after.recv_user_id)
 
     async def reject(self, caller: Identity, relay_id: str, message: str) -> dict[str, Any]:
         check_chars("reason", message, MAX_REJECT_REASON_CHARS)
 
-        def reject(relay: Relay) -> None:
+        def reject(relay: Relay, now: float) -> None:
             relay.status = RelayStatus.REJECTED
-            relay.stopped_at = self._ctx.clock.now()
+            relay.stopped_at = now
             relay.reason = REASON_REJECTED
 
-        change = await self._change(relay_id, caller, {"recv"}, {RelayStatus.INVITED}, reject)
-        await self._notify_anchors(change.after, events.RELAY_REJECTED, message=message)
+        def announce(tx: Tx, change: Change) -> None:
+            self._notify_anchors(tx, change.after, events.RELAY_REJECTED, message=message)
+
+        await self._change(relay_id, caller, {"recv"}, {RelayStatus.INVITED}, reject, announce)
         return {}
 
     async def cancel(self, caller: Identity, relay_id: str) -> dict[str, Any]:
-        change = await self._change(
-            relay_id, caller, {"init"}, {RelayStatus.INVITED}, self._ender(REASON_CANCELED)
+        def announce(tx: Tx, change: Change) -> None:
+            self._notify_anchors(tx, change.after, events.RELAY_CANCELED)
+
+        await self._change(
+            relay_id, caller, {"init"}, {RelayStatus.INVITED}, _ender(REASON_CANCELED), announce
         )
-        await self._notify_anchors(change.after, events.RELAY_CANCELED)
         return {}
 
     # --- an established relay ------------------------------------------------------------
@@ -175,23 +190,23 @@ class RelayService:
         if side is None:
             raise Forbidden("not a party of this relay")
 
-        def report(relay: Relay) -> None:
+        def report(relay: Relay, now: float) -> None:
             if relay.status in _ALREADY_REPORTED[side]:
                 return  # repeating one's own report changes nothing
             relay.status = _STARTED_TRANSITIONS[(side, relay.status)]
 
-        established = {RelayStatus(s) for s in range(1, 5)}
-        change = await self._change(relay_id, caller, {side}, established, report)
-        if change.changed:
-            await self._broadcast_state(change.after)
+        await self._change(relay_id, caller, {side}, ESTABLISHED, report, self._broadcast_change)
         return {}
 
     async def stop(self, caller: Identity, relay_id: str) -> dict[str, Any]:
-        established = {RelayStatus(s) for s in range(1, 5)}
-        change = await self._change(
-            relay_id, caller, {"init", "recv"}, established, self._ender(REASON_STOPPED)
+        await self._change(
+            relay_id,
+            caller,
+            {"init", "recv"},
+            ESTABLISHED,
+            _ender(REASON_STOPPED),
+            self._broadcast_change,
         )
-        await self._broadcast_state(change.after)
         return {}
 
     async def update_extends(
@@ -200,35 +215,29 @@ class RelayService:
         limit = self._ctx.settings.limits.extends_bytes
         check_extends("extends", extends, limit)
 
-        def merge(relay: Relay) -> None:
+        def merge(relay: Relay, now: float) -> None:
             relay.extends = merge_extends("extends", relay.extends, extends, limit)
 
-        active = {RelayStatus(s) for s in range(0, 5)}
-        change = await self._change(relay_id, caller, {"init", "recv"}, active, merge)
-        if change.after.status.is_established and change.changed:
-            await self._broadcast_state(change.after)
+        await self._change(
+            relay_id, caller, {"init", "recv"}, ACTIVE, merge, self._broadcast_change
+        )
         return {}
 
     # --- endings not asked for by an anchor ----------------------------------------------
-    async def end_for_room(self, live_id: str, at: float | None = None) -> None:
-        """The room stopped, ended or was deleted (at `at`): end its relay at status 0-4."""
-        room = await self._ctx.store.get_room(live_id)
-        if room is None or not room.relay_id:
+    async def end_for_room_in(self, tx: Tx, room: Room, at: float) -> None:
+        """In the step ending or deleting `room`: end its relay at status 0-4 (room_ended)."""
+        if not room.relay_id:
             return
-        try:
-            change = await self._change(
-                room.relay_id,
-                None,
-                set(),
-                {RelayStatus(s) for s in range(0, 5)},
-                self._ender(REASON_ROOM_ENDED, at=at),
-            )
-        except (NotFound, WrongState):
+        relay = await tx.relay(room.relay_id)
+        if relay is None or not relay.status.is_active:
             return
-        if change.before.status == RelayStatus.INVITED:
-            await self._notify_anchors(change.after, events.RELAY_CANCELED)
+        before = relay.status
+        _ender(REASON_ROOM_ENDED, at=at)(relay, tx.now)
+        await self._save_in(tx, relay)
+        if before == RelayStatus.INVITED:
+            self._notify_anchors(tx, relay, events.RELAY_CANCELED)
         else:
-            await self._broadcast_state(change.after)
+            self._broadcast_state(tx, relay)
 
     async def expire_invitations(self, now: float) -> int:
         """End invitations left unanswered for invite_timeout (reason "timeout")."""
@@ -237,18 +246,21 @@ class RelayService:
         for relay in await self._ctx.store.active_relays():
             if relay.status != RelayStatus.INVITED or relay.created_at + timeout > now:
                 continue
-            deadline = relay.created_at + timeout
+
+            def announce(tx: Tx, change: Change) -> None:
+                self._notify_anchors(tx, change.after, events.RELAY_TIMEOUT)
+
             try:
-                change = await self._change(
+                await self._change(
                     relay.relay_id,
                     None,
                     set(),
                     {RelayStatus.INVITED},
-                    self._ender(REASON_TIMEOUT, at=deadline),
+                    _ender(REASON_TIMEOUT, at=relay.created_at + timeout),
+                    announce,
                 )
-            except WrongState:
+            except (NotFound, WrongState):
                 continue  # answered meanwhile
-            await self._notify_anchors(change.after, events.RELAY_TIMEOUT)
             expired += 1
         return expired
 
@@ -259,14 +271,15 @@ class RelayService:
         caller: Identity | None,
         sides: set[str],
         allowed_from: set[RelayStatus],
-        apply: Callable[[Relay], None],
+        apply: Callable[[Relay, float], None],
+        announce: Callable[[Tx, Change], None],
     ) -> Change:
-        """Atomically check who may change the relay and from which status, then change it.
+        """Check who may change the relay and from which status, change it and announce the
+        change, in one step. `caller` None is the server itself (timeouts); admins act for
+        any side."""
 
-        `caller` None is the server itself (timeouts, room endings); admins act for any side.
-        """
-
-        def mutate(relay: Relay | None) -> Change:
+        async def step(tx: Tx) -> Change:
+            relay = await tx.relay(relay_id)
             if relay is None:
                 raise NotFound("relay not found")
             if caller is not None and not caller.is_admin:
@@ -278,26 +291,50 @@ class RelayService:
                 raise WrongState(f"not allowed at relay status {int(relay.status)}")
             before = copy.copy(relay)
             before.extends = dict(relay.extends)
-            apply(relay)
-            return Change(before=before, after=relay)
+            apply(relay, tx.now)
+            change = Change(before=before, after=relay)
+            if change.changed or relay.started_at != before.started_at:
+                await self._save_in(tx, relay)
+                announce(tx, change)
+            return change
 
-        change: Change = await self._ctx.store.update_relay(relay_id, mutate)
-        return change
+        return (await self._ctx.store.transact(step)).result
 
-    def _ender(self, reason: str, at: float | None = None) -> Callable[[Relay], None]:
-        def end(relay: Relay) -> None:
-            relay.status = RelayStatus.ENDED
-            relay.stopped_at = at if at is not None else self._ctx.clock.now()
-            relay.reason = reason
+    async def _save_in(self, tx: Tx, relay: Relay) -> None:
+        """Save the relay; once it is over (status 5/6) both rooms are free again."""
+        tx.put_relay(relay)
+        if relay.status.is_active:
+            return
+        for live_id in (relay.init_room_id, relay.recv_room_id):
+            room = await tx.room(live_id)
+            if room is not None and room.relay_id == relay.relay_id:
+                room.relay_id = ""
+                tx.put_room(room)
 
-        return end
-
-    async def _notify_anchors(self, relay: Relay, name: str, **extra: Any) -> None:
+    def _notify_anchors(self, tx: Tx, relay: Relay, name: str, **extra: Any) -> None:
         data = {"relay": relay_view(relay), **extra}
         for user_id in (relay.init_user_id, relay.recv_user_id):
-            await self._ctx.broker.publish_user(user_id, name, data)
+            tx.tell(user_id, name, data)
 
-    async def _broadcast_state(self, relay: Relay) -> None:
+    def _broadcast_state(self, tx: Tx, relay: Relay) -> None:
         data = {"relay": relay_view(relay)}
         for live_id in (relay.init_room_id, relay.recv_room_id):
-            await self._ctx.broker.publish_room(live_id, events.PK_STATE, data)
+            tx.emit(live_id, events.PK_STATE, data)
+
+    def _broadcast_change(self, tx: Tx, change: Change) -> None:
+        """pk.state for a change of a relay that has reached status 1 (not invitations)."""
+        if change.changed and change.before.status.is_established:
+            self._broadcast_state(tx, change.after)
+
+
+ESTABLISHED = {RelayStatus(s) for s in range(1, 5)}
+ACTIVE = {RelayStatus(s) for s in range(0, 5)}
+
+
+def _ender(reason: str, at: float | None = None) -> Callable[[Relay, float], None]:
+    def end(relay: Relay, now: float) -> None:
+        relay.status = RelayStatus.ENDED
+        relay.stopped_at = at if at is not None else now
+        relay.reason = reason
+
+    return end

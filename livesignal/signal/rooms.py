@@ -16,12 +16,13 @@ from livesignal.signal.bounds import (
     merge_extends,
 )
 from livesignal.signal.context import ServiceContext
-from livesignal.signal.errors import BadRequest, Forbidden, NotFound, WrongState
+from livesignal.signal.errors import BadRequest, Forbidden, NotFound, TooManyRequests, WrongState
 from livesignal.signal.model import Room, RoomStatus, User
 from livesignal.signal.params import Page, paged
-from livesignal.signal.presence import Hold, PresenceService
+from livesignal.signal.presence import Hold, Joined, PresenceService
 from livesignal.signal.relay import RelayService
-from livesignal.signal.views import room_view, user_view
+from livesignal.signal.store.base import Tx
+from livesignal.signal.views import relay_view, room_view, user_view
 
 MAX_TITLE = 200
 STOPPED_BY_ANCHOR = "anchor"
@@ -71,7 +72,8 @@ class RoomService:
         store = ctx.store
         now = ctx.clock.now()
         if anchor is None:
-            anchor = await store.ensure_user(room.anchor_id)
+            # Every anchor was created by the request that created the room.
+            anchor = await store.get_user(room.anchor_id) or User(room.anchor_id, 0, room.anchor_id)
         anchor_member = await store.get_member(room.anchor_id, room.live_id)
         pk_id = ""
         if room.relay_id:
@@ -151,135 +153,148 @@ class RoomService:
         limits = self._ctx.settings.limits
         check_extends("extends", spec.extends, limits.extends_bytes)
         store = self._ctx.store
-        now = self._ctx.clock.now()
-        room = Room(
-            live_id="",
-            title=spec.title,
-            anchor_id=caller.user_id,
-            chat_id=await store.next_id("chat"),
-            created_at=now,
-            notice=spec.notice,
-            cover_url=spec.cover_url,
-            extends=dict(spec.extends or {}),
-            scheduled_start=spec.start_at,
-            scheduled_end=spec.end_at,
-            publish_expire_at=spec.publish_expire_at,
-            create_order=await store.next_id("room_order"),
-        )
-        while True:
-            room.live_id = f"live_{secrets.token_hex(8)}"
-            if await store.insert_room(room, limits.open_rooms_per_user):
-                break
+        chat_id = await store.next_id("chat")
+        create_order = await store.next_id("room_order")
+
+        async def step(tx: Tx) -> Room:
+            max_open = limits.open_rooms_per_user
+            if max_open and await tx.open_rooms(caller.user_id) >= max_open:
+                raise TooManyRequests(
+                    f"at most {max_open} rooms that are not ended per anchor: "
+                    "stop or delete one first"
+                )
+            while True:
+                live_id = f"live_{secrets.token_hex(8)}"
+                if await tx.room(live_id) is None:
+                    break
+            room = Room(
+                live_id=live_id,
+                title=spec.title,
+                anchor_id=caller.user_id,
+                chat_id=chat_id,
+                created_at=tx.now,
+                notice=spec.notice,
+                cover_url=spec.cover_url,
+                extends=dict(spec.extends or {}),
+                scheduled_start=spec.start_at,
+                scheduled_end=spec.end_at,
+                publish_expire_at=spec.publish_expire_at,
+                create_order=create_order,
+            )
+            tx.put_room(room)
+            return room
+
+        room = (await store.transact(step)).result
         return await self.render(room, caller)
 
     async def start(self, caller: Identity, live_id: str, *, hold: Hold = "rest") -> dict[str, Any]:
-        store = self._ctx.store
-        await self.get(live_id)
-        start_order = await store.next_id("room_order")
-        now = self._ctx.clock.now()
+        """Go live (idempotent); the anchor joins in the same step."""
+        joined = await self.start_and_join(caller, live_id, hold=hold)
+        return await self.render(joined.room, caller)
 
-        def go_live(room: Room | None) -> bool:
+    async def start_and_join(
+        self, caller: Identity, live_id: str, *, hold: Hold = "rest"
+    ) -> Joined:
+        start_order = await self._ctx.store.next_id("room_order")
+
+        async def step(tx: Tx) -> tuple[Room, bool]:
+            room = await tx.room(live_id)
             if room is None:
                 raise NotFound("room not found")
             if not may_act_as_anchor(caller, room):
                 raise Forbidden("only the room's anchor may start it")
             if room.status == RoomStatus.ENDED:
                 raise WrongState("the room has ended")
-            if room.status == RoomStatus.LIVE:
-                return False
-            room.status = RoomStatus.LIVE
-            room.started_at = now
-            room.start_order = start_order
-            return True
+            if room.status == RoomStatus.CREATED:
+                room.status = RoomStatus.LIVE
+                room.started_at = tx.now
+                room.start_order = start_order
+                tx.put_room(room)
+                tx.emit(live_id, events.ROOM_STARTED, {})
+                anchor = await tx.member(live_id, room.anchor_id)
+                if anchor is None or not anchor.is_present(tx.now):
+                    room.anchor_absent_since = tx.now  # an admin started it: the clock runs
+            if caller.user_id != room.anchor_id:
+                return room, False  # an admin acting as anchor does not become a member
+            return room, await self._presence.join_in(tx, caller.user_id, room, hold)
 
-        started = await store.update_room(live_id, go_live)
-        if started:
-            await self._ctx.broker.publish_room(live_id, events.ROOM_STARTED, {})
-        room = await self.get(live_id)
-        if caller.user_id == room.anchor_id:
-            room = (await self._presence.join(caller.user_id, live_id, hold=hold)).room
-        elif started:
-            room = await self._note_anchor_absence(live_id, now)
-        return await self.render(room, caller)
-
-    async def _note_anchor_absence(self, live_id: str, since: float) -> Room:
-        """An admin started the room: if its anchor is not present, the absence clock runs."""
-        store = self._ctx.store
-        room = await self.get(live_id)
-        member = await store.get_member(room.anchor_id, live_id)
-        if member is not None and member.is_present(self._ctx.clock.now()):
-            return room
-
-        def mark(room: Room | None) -> Room:
-            if room is None:
-                raise NotFound("room not found")
-            if room.status == RoomStatus.LIVE and room.anchor_absent_since is None:
-                room.anchor_absent_since = since
-            return room
-
-        return await store.update_room(live_id, mark)
+        done = await self._ctx.store.transact(step)
+        room, newly = done.result
+        # Re-read: the visit counters (pv, uv) are applied by the commit, not to the draft.
+        room = await self._ctx.store.get_room(live_id) or room
+        return Joined(room=room, seq=done.seqs.get(live_id, 0), newly_present=newly)
 
     async def stop(self, caller: Identity, live_id: str) -> dict[str, Any]:
-        await self._end(live_id, caller, STOPPED_BY_ANCHOR)
+        async def step(tx: Tx) -> None:
+            await self._end_in(tx, await self._room_in(tx, live_id), caller, STOPPED_BY_ANCHOR)
+
+        await self._ctx.store.transact(step)
         return {}
 
     async def end_by_anchor_timeout(self, live_id: str, absent_since: float) -> bool:
         """End a live room whose anchor stayed away too long; False if that no longer holds."""
         close_after = self._ctx.settings.presence.anchor_offline_close
-        try:
-            await self._end(
-                live_id,
-                None,
-                STOPPED_BY_ANCHOR_TIMEOUT,
-                expect_absent_since=absent_since,
-                at=absent_since + close_after,
-            )
-        except (NotFound, WrongState):
-            return False
-        return True
 
-    async def _end(
+        async def step(tx: Tx) -> bool:
+            room = await tx.room(live_id)
+            if room is None or room.status != RoomStatus.LIVE:
+                return False
+            if room.anchor_absent_since != absent_since:
+                return False  # the anchor came back (and maybe went again)
+            anchor = await tx.member(live_id, room.anchor_id)
+            if anchor is not None and anchor.is_present(tx.now):
+                return False
+            await self._end_in(
+                tx, room, None, STOPPED_BY_ANCHOR_TIMEOUT, at=absent_since + close_after
+            )
+            return True
+
+        return (await self._ctx.store.transact(step)).result
+
+    async def _room_in(self, tx: Tx, live_id: str) -> Room:
+        room = await tx.room(live_id)
+        if room is None:
+            raise NotFound("room not found")
+        return room
+
+    async def _end_in(
         self,
-        live_id: str,
+        tx: Tx,
+        room: Room,
         caller: Identity | None,
         reason: str,
         *,
-        expect_absent_since: float | None = None,
         at: float | None = None,
     ) -> None:
-        ended_at = at if at is not None else self._ctx.clock.now()
-
-        def end(room: Room | None) -> None:
-            if room is None:
-                raise NotFound("room not found")
-            if caller is not None and not may_act_as_anchor(caller, room):
-                raise Forbidden("only the room's anchor may stop it")
-            if room.status != RoomStatus.LIVE:
-                raise WrongState("the room is not live")
-            if expect_absent_since is not None and room.anchor_absent_since != expect_absent_since:
-                raise WrongState("the anchor came back")
-            room.status = RoomStatus.ENDED
-            room.ended_at = ended_at
-            room.anchor_absent_since = None
-
-        await self._ctx.store.update_room(live_id, end)
-        await self._ctx.broker.publish_room(live_id, events.ROOM_STOPPED, {"reason": reason})
-        await self._relays.end_for_room(live_id, at=ended_at)
+        """Stop a live room and end its relay, in the step `tx`."""
+        if caller is not None and not may_act_as_anchor(caller, room):
+            raise Forbidden("only the room's anchor may stop it")
+        if room.status != RoomStatus.LIVE:
+            raise WrongState("the room is not live")
+        ended_at = at if at is not None else tx.now
+        room.status = RoomStatus.ENDED
+        room.ended_at = ended_at
+        room.anchor_absent_since = None
+        tx.put_room(room)
+        tx.emit(room.live_id, events.ROOM_STOPPED, {"reason": reason})
+        await self._relays.end_for_room_in(tx, room, at=ended_at)
 
     async def delete(self, caller: Identity, live_id: str) -> dict[str, Any]:
-        room = await self.get(live_id)
-        if not may_act_as_anchor(caller, room):
-            raise Forbidden("only the room's anchor may delete it")
-        if room.status == RoomStatus.LIVE:
-            try:
-                await self._end(live_id, caller, STOPPED_BY_ANCHOR)
-            except WrongState:
-                pass  # stopped meanwhile by someone else: deleting is still what was asked
-        await self._relays.end_for_room(live_id)
-        await self._ctx.store.delete_room(live_id)
-        # Sockets still subscribed get room.deleted and detach themselves; no member.left.
-        await self._ctx.broker.publish_room(live_id, events.ROOM_DELETED, {})
-        await self._ctx.broker.forget_room(live_id)
+        """Stop (if live), end the relay, delete: one step, so nothing can start in between."""
+
+        async def step(tx: Tx) -> None:
+            room = await self._room_in(tx, live_id)
+            if not may_act_as_anchor(caller, room):
+                raise Forbidden("only the room's anchor may delete it")
+            if room.status == RoomStatus.LIVE:
+                await self._end_in(tx, room, caller, STOPPED_BY_ANCHOR)
+            else:
+                await self._relays.end_for_room_in(tx, room, at=tx.now)
+            # Sockets still attached get room.deleted and detach themselves; no member.left.
+            tx.emit(live_id, events.ROOM_DELETED, {})
+            tx.drop_room(room)
+
+        await self._ctx.store.transact(step)
         return {}
 
     async def update_extends(
@@ -288,19 +303,28 @@ class RoomService:
         limit = self._ctx.settings.limits.extends_bytes
         check_extends("extends", extends, limit)
 
-        def merge(room: Room | None) -> dict[str, str]:
-            if room is None:
-                raise NotFound("room not found")
+        async def step(tx: Tx) -> None:
+            room = await self._room_in(tx, live_id)
             if not may_act_as_anchor(caller, room):
                 raise Forbidden("only the room's anchor may change its extends")
             room.extends = merge_extends("extends", room.extends, extends, limit)
-            return dict(room.extends)
+            tx.put_room(room)
+            tx.emit(live_id, events.ROOM_EXTENDS, {"extends": dict(room.extends)})
 
-        merged = await self._ctx.store.update_room(live_id, merge)
-        await self._ctx.broker.publish_room(live_id, events.ROOM_EXTENDS, {"extends": merged})
+        await self._ctx.store.transact(step)
         return {}
 
     # --- membership ----------------------------------------------------------------------
-    async def join(self, caller: Identity, live_id: str, *, hold: Hold = "rest") -> Room:
-        outcome = await self._presence.join(caller.user_id, live_id, hold=hold)
-        return outcome.room
+    async def join(self, caller: Identity, live_id: str, *, hold: Hold = "rest") -> Joined:
+        return await self._presence.join(caller.user_id, live_id, hold=hold)
+
+    async def attach_reply(self, joined: Joined, viewer: Identity) -> dict[str, Any]:
+        """What a socket's room.join / room.start answers: the room, its seq as of the join,
+        and its relay at status 1-4 (or null)."""
+        room = await self._ctx.store.get_room(joined.room.live_id) or joined.room
+        relay = None
+        if room.relay_id:
+            found = await self._ctx.store.get_relay(room.relay_id)
+            if found is not None and found.status.is_established:
+                relay = relay_view(found)
+        return {**await self.render(room, viewer), "seq": joined.seq, "relay": relay}

@@ -1,11 +1,17 @@
-"""The service layer wired together: what both transports call."""
+"""The service layer wired together: what both transports call.
+
+Transports reach state only through these services: the store and the broker stay inside.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from livesignal.settings import Settings
 from livesignal.signal.chat import ChatService
 from livesignal.signal.context import ServiceContext
+from livesignal.signal.feed import EventFeed
+from livesignal.signal.identities import Identities
 from livesignal.signal.presence import PresenceService
 from livesignal.signal.rates import UserRates
 from livesignal.signal.relay import RelayService
@@ -16,7 +22,8 @@ from livesignal.signal.users import UserService
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    ctx: ServiceContext
+    settings: Settings
+    identities: Identities
     users: UserService
     presence: PresenceService
     relays: RelayService
@@ -24,14 +31,20 @@ class Services:
     sweeper: Sweeper
     chat: ChatService
     rates: UserRates
+    feed: EventFeed
+    _ctx: ServiceContext
 
     async def store_ready(self) -> bool:
         """Whether the backing store answers now (GET /readyz)."""
         try:
-            await self.ctx.store.ping()
+            await self._ctx.store.ping()
         except (ConnectionError, TimeoutError, OSError):
             return False
         return True
+
+    async def close(self) -> None:
+        """Let go of the backing store's connections (application shutdown)."""
+        await self._ctx.broker.close()
 
 
 def build_services(ctx: ServiceContext) -> Services:
@@ -42,7 +55,8 @@ def build_services(ctx: ServiceContext) -> Services:
     rooms = RoomService(ctx, presence, relays)
     sweeper = Sweeper(ctx, presence, rooms, relays)
     return Services(
-        ctx=ctx,
+        settings=ctx.settings,
+        identities=Identities(ctx),
         users=users,
         presence=presence,
         relays=relays,
@@ -50,4 +64,6 @@ def build_services(ctx: ServiceContext) -> Services:
         sweeper=sweeper,
         chat=ChatService(ctx, rates),
         rates=rates,
+        feed=EventFeed(ctx.broker),
+        _ctx=ctx,
     )

@@ -45,8 +45,12 @@ class Sweeper:
         self._relays = relays
 
     async def sweep(self) -> None:
-        now = self._ctx.clock.now()
+        """One pass over every timer. Any node may sweep at any time: each timer's change is
+        a store step that re-checks its condition, so it fires exactly once cluster-wide."""
+        now = self._ctx.store.now()
+        await self._presence.renew_lease(now)
         await self._presence.expire(now)
+        await self._presence.expire_nodes(now)
         await self._end_abandoned_rooms(now)
         await self._relays.expire_invitations(now)
         await self._ctx.broker.trim()
@@ -57,9 +61,6 @@ class Sweeper:
         for room in await store.rooms_with_status([RoomStatus.LIVE]):
             since = room.anchor_absent_since
             if since is None or since + close_after > now:
-                continue
-            anchor = await store.get_member(room.anchor_id, room.live_id)
-            if anchor is not None and anchor.is_present(now):
                 continue
             if await self._rooms.end_by_anchor_timeout(room.live_id, since):
                 log.info("room %s ended: anchor absent since %.0f", room.live_id, since)

@@ -15,9 +15,11 @@ from livesignal.signal.bounds import (
 from livesignal.signal.context import ServiceContext
 from livesignal.signal.errors import NotFound
 from livesignal.signal.model import User
+from livesignal.signal.store.base import Tx
 from livesignal.signal.views import user_view
 
 MAX_LISTED_USERS = 100
+FIRST_IM_USERID = 1_000_000
 
 
 class UserService:
@@ -29,8 +31,25 @@ class UserService:
         """Create the user on its first authenticated request."""
         if user_id in self._known:
             return
-        await self._ctx.store.ensure_user(user_id)
+        await self.ensure_user(user_id)
         self._known.add(user_id)
+
+    async def ensure_user(self, user_id: str) -> User:
+        """The user, created on first sight with nick = user_id and a fresh im_userid."""
+        store = self._ctx.store
+        found = await store.get_user(user_id)
+        if found is not None:
+            return found
+        im_userid = FIRST_IM_USERID - 1 + await store.next_id("im_userid")
+
+        async def step(tx: Tx) -> User:
+            user = await tx.user(user_id)
+            if user is None:  # not created by another request meanwhile
+                user = User(user_id=user_id, im_userid=im_userid, nick=user_id)
+                tx.put_user(user)
+            return user
+
+        return (await store.transact(step)).result
 
     async def get(self, user_id: str) -> User:
         user = await self._ctx.store.get_user(user_id)
@@ -39,7 +58,7 @@ class UserService:
         return user
 
     async def profile(self, caller: Identity) -> dict[str, Any]:
-        return user_view(await self._ctx.store.ensure_user(caller.user_id))
+        return user_view(await self.ensure_user(caller.user_id))
 
     async def update(
         self,
@@ -61,8 +80,17 @@ class UserService:
             if extends:
                 user.extends = merge_extends("extends", user.extends, extends, limit)
 
-        user = await self._ctx.store.update_user(caller.user_id, apply)
-        return user_view(user)
+        await self.ensure_user(caller.user_id)
+
+        async def step(tx: Tx) -> User:
+            user = await tx.user(caller.user_id)
+            if user is None:
+                raise NotFound("user not found")
+            apply(user)
+            tx.put_user(user)
+            return user
+
+        return user_view((await self._ctx.store.transact(step)).result)
 
     async def show(self, user_id: str) -> dict[str, Any]:
         return user_view(await self.get(user_id))

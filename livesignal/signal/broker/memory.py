@@ -1,4 +1,8 @@
-"""In-process broker: synchronous, ordered delivery to local listeners; bounded history."""
+"""In-process broker: the memory store publishes into it synchronously, inside its commit.
+
+Delivery is synchronous and in order, so listeners of the embedded backend never see a gap or
+a repeat; history is bounded by count and age.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,12 @@ from livesignal.signal.broker.base import (
     HISTORY_AGE,
     HISTORY_SIZE,
     Replay,
+    ResyncListener,
     RoomListener,
     UserListener,
 )
 from livesignal.signal.clock import Clock
-from livesignal.signal.events import RoomEvent, room_event, user_event
+from livesignal.signal.events import RoomEvent, UserEvent
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +40,14 @@ class MemoryBroker:
         self._rooms: dict[str, _RoomStream] = {}
         self._users: dict[str, dict[UserListener, None]] = {}
 
-    def _stream(self, live_id: str) -> _RoomStream:
+    # --- publishing: the memory store's commit calls these, never a service -----------------
+    def append_room(self, live_id: str, name: str, data: dict[str, Any], at: float) -> RoomEvent:
+        """Give the event the room's next seq, keep it in history, deliver it in order."""
         stream = self._rooms.get(live_id)
         if stream is None:
             stream = self._rooms[live_id] = _RoomStream()
-        return stream
-
-    async def publish_room(self, live_id: str, name: str, data: dict[str, Any]) -> RoomEvent:
-        stream = self._stream(live_id)
         stream.seq += 1
-        event = room_event(live_id, stream.seq, name, data, self._clock.now())
+        event = RoomEvent(live_id, stream.seq, name, data, at)
         stream.history.append(event)
         for listener in list(stream.listeners):
             try:
@@ -53,19 +56,31 @@ class MemoryBroker:
                 log.exception("room listener failed for %s", live_id)
         return event
 
-    async def publish_user(self, user_id: str, name: str, data: dict[str, Any]) -> None:
+    def send_user(self, user_id: str, name: str, data: dict[str, Any]) -> None:
         listeners = self._users.get(user_id)
         if not listeners:
             return
-        event = user_event(user_id, name, data)
+        event = UserEvent(user_id, name, data)
         for listener in list(listeners):
             try:
                 listener(event)
             except Exception:
                 log.exception("user listener failed for %s", user_id)
 
-    def subscribe_room(self, live_id: str, listener: RoomListener) -> None:
-        self._stream(live_id).listeners[listener] = None
+    def seq_now(self, live_id: str) -> int:
+        stream = self._rooms.get(live_id)
+        return stream.seq if stream is not None else 0
+
+    def forget_room(self, live_id: str) -> None:
+        """A deleted room's history goes; its listeners got room.deleted and detach."""
+        self._rooms.pop(live_id, None)
+
+    # --- the Broker interface -----------------------------------------------------------
+    async def subscribe_room(self, live_id: str, listener: RoomListener) -> None:
+        stream = self._rooms.get(live_id)
+        if stream is None:
+            stream = self._rooms[live_id] = _RoomStream()
+        stream.listeners[listener] = None
 
     def unsubscribe_room(self, live_id: str, listener: RoomListener) -> None:
         stream = self._rooms.get(live_id)
@@ -76,7 +91,7 @@ class MemoryBroker:
                 # just deleted) leaves nothing behind.
                 del self._rooms[live_id]
 
-    def subscribe_user(self, user_id: str, listener: UserListener) -> None:
+    async def subscribe_user(self, user_id: str, listener: UserListener) -> None:
         self._users.setdefault(user_id, {})[listener] = None
 
     def unsubscribe_user(self, user_id: str, listener: UserListener) -> None:
@@ -86,9 +101,11 @@ class MemoryBroker:
             if not listeners:
                 del self._users[user_id]
 
+    def on_resync(self, listener: ResyncListener) -> None:
+        return None  # nothing between the store and this broker can drop an event
+
     async def current_seq(self, live_id: str) -> int:
-        stream = self._rooms.get(live_id)
-        return stream.seq if stream is not None else 0
+        return self.seq_now(live_id)
 
     async def replay(self, live_id: str, since: int) -> Replay:
         stream = self._rooms.get(live_id)
@@ -108,5 +125,6 @@ class MemoryBroker:
             while history and history[0].published_at < oldest_allowed:
                 history.popleft()
 
-    async def forget_room(self, live_id: str) -> None:
-        self._rooms.pop(live_id, None)
+    async def close(self) -> None:
+        self._rooms.clear()
+        self._users.clear()

@@ -1,37 +1,96 @@
-"""The Store interface. Every method is one atomic step, whatever the implementation.
+"""The Store interface: state, and the room events its changes cause, in one atomic step.
 
-Check-then-write operations (join/switch, start/stop, relay start) are single methods here, or
-go through `update_room` / `update_relay`, whose `mutate` callback runs against the current
-record inside the atomic step (it may be re-run on contention, so it must be pure; raising an
-ApiError from it aborts the write).
+Every change goes through `transact(step)`: the step reads records through a `Tx`, changes the
+drafts it was handed, stages writes and events, and the store commits all of it at once, or
+none of it. A room event gets its seq in that same commit, so seq order is the order of the
+changes on every node (PROTOCOL §5). A step may be run again when another node changed what
+it read (optimistic concurrency), so it must only read through the Tx and stage through it;
+raising an ApiError from it aborts the step and nothing is written.
+
+The embedded MemoryStore commits by applying the staged changes without yielding; the Redis
+store checks the versions of what the step read and applies everything in one Lua script.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
+from livesignal.signal.events import RoomEvent
 from livesignal.signal.model import Member, Relay, Room, RoomStatus, User
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Tx(Protocol):
+    """One atomic step. Records read are drafts: change them, then `put_*` them to save."""
+
+    now: float  # the step's time: one clock for every node (the store's)
+
+    # --- reads -----------------------------------------------------------------------------
+    async def user(self, user_id: str) -> User | None: ...
+
+    async def room(self, live_id: str) -> Room | None: ...
+
+    async def relay(self, relay_id: str) -> Relay | None: ...
+
+    async def member(self, live_id: str, user_id: str) -> Member | None: ...
+
+    async def user_room(self, user_id: str) -> str | None:
+        """The room the user is a member of, if any."""
+        ...
+
+    async def open_rooms(self, anchor_id: str) -> int:
+        """How many rooms that are not ended the user anchors."""
+        ...
+
+    async def seq(self, live_id: str) -> int:
+        """The room's seq as of this step's reads."""
+        ...
+
+    # --- staged writes (applied at commit, in order) ---------------------------------------
+    def put_user(self, user: User) -> None: ...
+
+    def put_room(self, room: Room) -> None: ...
+
+    def drop_room(self, room: Room) -> None:
+        """Delete the room with its memberships (no departures) and its event history."""
+        ...
+
+    def put_relay(self, relay: Relay) -> None: ...
+
+    def put_member(self, member: Member) -> None:
+        """Save a membership; the user's current room becomes its room."""
+        ...
+
+    def drop_member(self, member: Member) -> None: ...
+
+    def visit(self, live_id: str, user_id: str) -> None:
+        """Count a join that made the user present: pv + 1, and uv + 1 on a first visit."""
+        ...
+
+    def emit(self, live_id: str, name: str, data: dict[str, Any]) -> None:
+        """A room event: it gets the room's next seq when the step commits."""
+        ...
+
+    def tell(self, user_id: str, name: str, data: dict[str, Any]) -> None:
+        """A user-directed event (no seq)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
-class JoinOutcome:
-    room: Room  # the room joined, after the join
-    member: Member
-    newly_present: bool  # False when the user was already present here (no pv)
-    anchor_came_online: bool  # the room's anchor became present by this join
-    left: Member | None  # the membership the user was switched out of, if any
-    left_room: Room | None  # that room, after the switch (anchor_absent_since updated)
+class Committed(Generic[T_co]):
+    """What a committed step returned, the room events it published (with their seqs) and
+    the seq of every room it read or emitted into, as of the commit."""
+
+    result: T_co
+    events: list[RoomEvent] = field(default_factory=list)
+    seqs: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Departure:
-    member: Member
-    room: Room | None  # the room after the departure (None if it no longer exists)
-    anchor_went_offline: bool
+Step = Callable[[Tx], Awaitable[T]]
 
 
 class Store(Protocol):
@@ -39,83 +98,30 @@ class Store(Protocol):
         """Return when the store answers; raise ConnectionError/TimeoutError/OSError if not."""
         ...
 
-    # --- counters ------------------------------------------------------------------------
+    def now(self) -> float:
+        """The store's clock (unix seconds): what deadlines written to it are measured by."""
+        ...
+
+    async def transact(self, step: Step[T]) -> Committed[T]:
+        """Run `step` and commit what it staged atomically (re-running it on contention)."""
+        ...
+
     async def next_id(self, counter: str) -> int:
         """A number unique per counter name, increasing, starting at 1."""
         ...
 
-    # --- users ---------------------------------------------------------------------------
-    async def ensure_user(self, user_id: str) -> User:
-        """The user, created on first sight with nick = user_id and a fresh im_userid."""
-        ...
-
+    # --- reads outside a step (each one consistent on its own) ---------------------------
     async def get_user(self, user_id: str) -> User | None: ...
 
     async def get_users(self, user_ids: Iterable[str]) -> dict[str, User]: ...
 
-    async def update_user(self, user_id: str, mutate: Callable[[User], None]) -> User:
-        """Apply `mutate` to the user (created if unknown) atomically; the user after it."""
-        ...
-
-    # --- rooms ---------------------------------------------------------------------------
-    async def insert_room(self, room: Room, max_open_per_anchor: int = 0) -> bool:
-        """Add a new room; False if its live_id is taken.
-
-        Raises TooManyRequests if the anchor already has `max_open_per_anchor` rooms that
-        are not ended (0 = no cap): counting and inserting are one step.
-        """
-        ...
-
     async def get_room(self, live_id: str) -> Room | None: ...
 
-    async def rooms_with_status(self, statuses: Iterable[RoomStatus]) -> list[Room]: ...
-
-    async def update_room(self, live_id: str, mutate: Callable[[Room | None], T]) -> T:
-        """Apply `mutate` to the room atomically; what it does to the room is saved."""
-        ...
-
-    async def delete_room(self, live_id: str) -> list[Member]:
-        """Remove the room and its memberships (no departures reported); the members."""
-        ...
-
-    # --- presence ------------------------------------------------------------------------
-    async def join(
-        self, user_id: str, live_id: str, now: float, rest_deadline: float | None, socket: bool
-    ) -> JoinOutcome:
-        """Make the user a present member of the room, leaving any other room first.
-
-        Raises NotFound (no room) or WrongState (room ended). `rest_deadline` extends the
-        REST-held presence; `socket` adds one socket hold.
-        """
-        ...
-
-    async def heartbeat(
-        self, user_id: str, live_id: str, now: float, rest_deadline: float
-    ) -> Member | None:
-        """Extend the REST-held presence of a member present at `now`, else None.
-
-        A member whose presence lapsed has left (§3.3) even before a sweep removed it: it must
-        join again (a new pv), not be revived by a late heartbeat.
-        """
-        ...
-
-    async def leave(self, user_id: str, live_id: str, now: float) -> Departure | None:
-        """Remove the membership whatever holds it; None if the user was not present."""
-        ...
-
-    async def release_socket(self, user_id: str, live_id: str, now: float) -> Departure | None:
-        """Drop one socket hold; the departure if that was the last thing holding the member."""
-        ...
-
-    async def expire_members(self, now: float) -> list[Departure]:
-        """Remove every member whose presence has lapsed by `now`."""
-        ...
-
-    async def current_room(self, user_id: str) -> str | None:
-        """The room the user is a member of, if any."""
-        ...
+    async def get_relay(self, relay_id: str) -> Relay | None: ...
 
     async def get_member(self, user_id: str, live_id: str) -> Member | None: ...
+
+    async def rooms_with_status(self, statuses: Iterable[RoomStatus]) -> list[Room]: ...
 
     async def present_members(self, live_id: str, now: float) -> list[Member]:
         """Members present at `now`, in join order."""
@@ -123,20 +129,22 @@ class Store(Protocol):
 
     async def present_count(self, live_id: str, now: float) -> int: ...
 
-    # --- relays --------------------------------------------------------------------------
-    async def insert_relay(self, relay: Relay) -> None:
-        """Add a relay and mark both rooms busy with it, atomically.
-
-        Raises NotFound if a room is gone, WrongState if a room is not live or is busy.
-        """
-        ...
-
-    async def get_relay(self, relay_id: str) -> Relay | None: ...
-
-    async def update_relay(self, relay_id: str, mutate: Callable[[Relay | None], T]) -> T:
-        """Apply `mutate` atomically; a relay left at status 5/6 frees both rooms."""
-        ...
-
     async def active_relays(self) -> list[Relay]:
         """Relays at status 0-4."""
         ...
+
+    async def lapsing_members(self, now: float) -> list[tuple[str, str]]:
+        """(live_id, user_id) of members whose REST hold lapsed by `now` (candidates: the
+        sweeper re-checks each in a step)."""
+        ...
+
+    # --- node leases: socket holds of a node that stops renewing lapse -------------------
+    async def renew_node(self, node_id: str, until: float) -> None: ...
+
+    async def lapsed_nodes(self, now: float) -> list[str]: ...
+
+    async def node_holds(self, node_id: str) -> list[tuple[str, str]]:
+        """(live_id, user_id) of the memberships the node holds sockets in."""
+        ...
+
+    async def forget_node(self, node_id: str) -> None: ...

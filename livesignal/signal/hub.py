@@ -1,0 +1,266 @@
+"""Every socket of this node: the `/ws` upgrade, per-room and per-user fan-out, pings, caps.
+
+A node subscribes to a room's events only while it has a socket attached to that room, and to
+a user's events only while that user has a socket here. Each event's wire frame is built once
+per node and written to every socket that wants it. The node remembers the last seq it
+delivered per room: anything at or below it is a repeat; anything past the next one is a gap,
+filled from the room's history before delivery goes on (or, when that history is gone, the
+room's sockets are closed with 1012 so that their clients resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+
+from aiohttp import web
+
+from livesignal.client_address import ClientAddresses
+from livesignal.signal.auth import bearer_token
+from livesignal.signal.connection import CLOSE_GRACE, Connection
+from livesignal.signal.errors import ApiError, TooManyRequests, Unauthorized
+from livesignal.signal.events import RoomEvent, UserEvent
+from livesignal.signal.protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_LOST_EVENTS,
+    MAX_FRAME,
+    room_event_wire,
+    user_event_wire,
+)
+from livesignal.signal.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class RoomFanout:
+    """This node's sockets attached to one room, behind one broker subscription."""
+
+    def __init__(self, hub: SocketHub, live_id: str) -> None:
+        self.hub = hub
+        self.live_id = live_id
+        self.sockets: dict[Connection, None] = {}
+        self.last_seq: int | None = None  # the newest seq this node delivered
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._filling: list[RoomEvent] | None = None  # events held while a gap is filled
+
+    def on_event(self, event: RoomEvent) -> None:
+        if self._filling is not None:
+            self._filling.append(event)
+            return
+        last = self.last_seq
+        if last is not None:
+            if event.seq <= last:
+                return  # a repeat (a resubscription overlapping what was delivered)
+            if event.seq > last + 1:
+                self._filling = [event]
+                self.hub.spawn(self._fill_gap(last))
+                return
+        self._deliver(event)
+
+    def _deliver(self, event: RoomEvent) -> None:
+        self.last_seq = event.seq
+        wire = room_event_wire(event)
+        for connection in list(self.sockets):
+            connection.on_room_event(event, wire)
+
+    def resync(self) -> None:
+        """The broker may have lost events: fill from the last seq delivered."""
+        if self._filling is None and self.last_seq is not None:
+            self._filling = []
+            self.hub.spawn(self._fill_gap(self.last_seq))
+
+    async def _fill_gap(self, since: int) -> None:
+        try:
+            replay = await self.hub.services.feed.replay(self.live_id, since)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            log.warning("cannot fill a gap in %s after seq %d: %s", self.live_id, since, exc)
+            replay = None
+        held, self._filling = self._filling or [], None
+        if replay is None or not replay.recovered:
+            self._lost_events()
+            return
+        for event in [*replay.events, *held]:
+            if self.last_seq is None or event.seq > self.last_seq:
+                self._deliver(event)
+
+    def _lost_events(self) -> None:
+        """Events this node missed are out of history: its sockets must resume themselves."""
+        self.last_seq = None
+        for connection in list(self.sockets):
+            connection.close(CLOSE_LOST_EVENTS, "events were lost: reconnect and resume")
+
+
+class SocketHub:
+    """Every open socket of this process: fan-out, pings, liveness, token expiry, caps."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.connections: set[Connection] = set()
+        self._rooms: dict[str, RoomFanout] = {}
+        self._users: dict[str, dict[Connection, None]] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
+        presence = services.settings.presence
+        self.interval = presence.heartbeat_interval
+        self.timeout = presence.timeout
+        limits = services.settings.limits
+        self._addresses = ClientAddresses(limits.trusted_proxies)
+        self._per_user = SocketCounts("sockets per user", limits.sockets_per_user)
+        self._per_address = SocketCounts("sockets per address", limits.sockets_per_ip)
+        services.feed.on_resync(self._resync)
+
+    def spawn(self, coro: Awaitable[None]) -> asyncio.Future[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- rooms -----------------------------------------------------------------------------
+    @staticmethod
+    def room_wire(event: RoomEvent) -> bytes:
+        return room_event_wire(event)
+
+    async def attach(self, connection: Connection, live_id: str) -> None:
+        """Add the socket to the room's fan-out; returns once the node's subscription is on."""
+        fanout = self._rooms.get(live_id)
+        if fanout is None:
+            fanout = self._rooms[live_id] = RoomFanout(self, live_id)
+            fanout.sockets[connection] = None
+            try:
+                await self.services.feed.subscribe_room(live_id, fanout.on_event)
+            except BaseException as exc:
+                self._rooms.pop(live_id, None)
+                fanout.ready.set_exception(exc)
+                fanout.ready.exception()  # retrieved: others waiting on it re-raise it
+                raise
+            fanout.ready.set_result(None)
+            return
+        fanout.sockets[connection] = None
+        await asyncio.shield(fanout.ready)
+
+    def detach(self, connection: Connection, live_id: str) -> None:
+        fanout = self._rooms.get(live_id)
+        if fanout is None:
+            return
+        fanout.sockets.pop(connection, None)
+        if not fanout.sockets:
+            del self._rooms[live_id]
+            self.services.feed.unsubscribe_room(live_id, fanout.on_event)
+
+    def _resync(self) -> None:
+        for fanout in list(self._rooms.values()):
+            fanout.resync()
+
+    # --- users -----------------------------------------------------------------------------
+    async def add_user_socket(self, connection: Connection) -> None:
+        user_id = connection.identity.user_id
+        sockets = self._users.get(user_id)
+        if sockets is None:
+            sockets = self._users[user_id] = {}
+            sockets[connection] = None
+            await self.services.feed.subscribe_user(user_id, self._on_user_event)
+        else:
+            sockets[connection] = None
+
+    def remove_user_socket(self, connection: Connection) -> None:
+        user_id = connection.identity.user_id
+        sockets = self._users.get(user_id)
+        if sockets is None:
+            return
+        sockets.pop(connection, None)
+        if not sockets:
+            del self._users[user_id]
+            self.services.feed.unsubscribe_user(user_id, self._on_user_event)
+
+    def _on_user_event(self, event: UserEvent) -> None:
+        sockets = self._users.get(event.user_id)
+        if not sockets:
+            return
+        wire = user_event_wire(event)
+        for connection in list(sockets):
+            connection.on_user_event(event, wire)
+
+    # --- liveness --------------------------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        identities = self.services.identities
+        while True:
+            await asyncio.sleep(self.interval)
+            now, wall_now = loop.time(), identities.now()
+            for connection in list(self.connections):
+                connection.tick(now, wall_now, self.timeout)
+
+    async def close_all(self) -> None:
+        for connection in list(self.connections):
+            connection.close(CLOSE_GOING_AWAY, "server shutting down")
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=CLOSE_GRACE)
+
+    # --- the upgrade -----------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """GET /ws: authenticate before the upgrade, then serve the socket until it closes."""
+        services = self.services
+        token = bearer_token(request.headers.get("Authorization")) or request.query.get("token")
+        address = self._addresses.of(request.remote, request.headers.get("X-Forwarded-For"))
+        try:
+            if not token:
+                raise Unauthorized("missing token")
+            identity = services.identities.verify(token)
+            services.rates.admit_request(identity)
+            await services.users.ensure(identity.user_id)
+            # No await between checking and counting: a burst of upgrades cannot pass together.
+            self._per_user.check(identity.user_id)
+            self._per_address.check(address)
+        except ApiError as error:
+            return _refusal(error)
+        except (ConnectionError, TimeoutError, OSError):
+            return web.json_response({"code": 503, "message": "store unreachable"}, status=503)
+        self._per_user.add(identity.user_id)
+        self._per_address.add(address)
+        try:
+            # aiohttp refuses a message of max_msg_size bytes or more; PROTOCOL: over 64 KiB.
+            ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=MAX_FRAME + 1)
+            await ws.prepare(request)
+            connection = Connection(ws, services, identity, self, request.transport)
+            self.connections.add(connection)
+            try:
+                await connection.run()
+            finally:
+                self.connections.discard(connection)
+        finally:
+            self._per_user.remove(identity.user_id)
+            self._per_address.remove(address)
+        return ws
+
+
+def _refusal(error: ApiError) -> web.Response:
+    """An upgrade refused before it happens: plain HTTP with the error's status and code."""
+    response = web.json_response(
+        {"code": error.code, "message": error.message}, status=error.http_status
+    )
+    if isinstance(error, TooManyRequests) and error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+class SocketCounts:
+    """Open sockets per key (user or address) on this process, capped at `limit` (0 = off)."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        self._what = what
+        self._limit = limit
+        self._open: dict[str, int] = {}
+
+    def check(self, key: str) -> None:
+        if self._limit and self._open.get(key, 0) >= self._limit:
+            raise TooManyRequests(f"at most {self._limit} open {self._what}")
+
+    def add(self, key: str) -> None:
+        self._open[key] = self._open.get(key, 0) + 1
+
+    def remove(self, key: str) -> None:
+        left = self._open.get(key, 0) - 1
+        if left > 0:
+            self._open[key] = left
+        else:
+            self._open.pop(key, None)

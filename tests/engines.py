@@ -1,0 +1,47 @@
+"""Store + broker pairs ("engines") for the conformance suite, one per backend.
+
+The memory engine is the embedded default; the Redis engine (added with the Redis backend)
+talks to a real redis-server started by the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from livesignal.signal.broker.base import Broker
+from livesignal.signal.broker.memory import MemoryBroker
+from livesignal.signal.clock import ManualClock
+from livesignal.signal.store.base import Store
+from livesignal.signal.store.memory import MemoryStore
+
+
+@dataclass
+class Engine:
+    store: Store
+    broker: Broker
+    clock: ManualClock
+    quiet: float = 0.0  # how long a stray asynchronous delivery could take to show up
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    async def settle(self, done: Callable[[], bool] | None = None, timeout: float = 2.0) -> None:
+        """Let asynchronous delivery catch up: until `done()` holds (bounded), or, with no
+        condition, long enough for a delivery that should not happen to show up."""
+        if done is None:
+            await asyncio.sleep(self.quiet)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not done() and loop.time() < deadline:
+            await asyncio.sleep(0.002)
+
+
+def memory_engine() -> Engine:
+    clock = ManualClock()
+    broker = MemoryBroker(clock)
+    return Engine(store=MemoryStore(broker, clock), broker=broker, clock=clock)

@@ -1,5 +1,9 @@
 """The `livesignal` command: `serve` runs the server, `token` prints a client token.
 
+`serve` with server.workers = 1 is one process serving. With N > 1 this process becomes the
+supervisor of N workers (livesignal/workers.py): each is `python -m livesignal` with the same
+arguments, told by the environment that it is worker i of N, and serves on the shared port.
+
 This is the only module that configures logging.
 """
 
@@ -7,16 +11,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import signal
 import sys
 import time
 
 from livesignal.log_redaction import install_log_redaction
-from livesignal.settings import Settings, SettingsError, load_settings
+from livesignal.settings import (
+    Settings,
+    SettingsError,
+    adopt_secrets,
+    check_workers,
+    fill_random_secrets,
+    load_settings,
+    secret_values,
+)
 from livesignal.signal.auth import ADMIN_ROLE, TokenCodec
+from livesignal.workers import WorkerRole, stop_when_orphaned, take_worker_role
 
 log = logging.getLogger("livesignal")
+
+# The random secrets a supervisor made for its workers (JSON {name: value}), so that every
+# worker signs and verifies with the same ones. Read (and removed) by the workers only.
+SHARED_SECRETS_ENV = "LIVESIGNAL_SHARED_SECRETS"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# With several processes writing one log, each line says which one wrote it.
+WORKERS_LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML config file (default: $LIVESIGNAL_CONFIG)")
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="processes sharing the port (overrides server.workers; > 1 needs the redis store)",
+    )
     token = commands.add_parser("token", help="print a client token for a user")
     token.add_argument("--user-id", required=True)
     token.add_argument("--config", help="TOML config file (default: $LIVESIGNAL_CONFIG)")
@@ -34,14 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, role: WorkerRole | None = None) -> None:
     # Imported late: `token` needs none of the server.
     from livesignal.app import create_app
     from livesignal.http_server import start_http_server
 
     app = create_app(settings)
     try:
-        runner = await start_http_server(app, settings)
+        runner = await start_http_server(app, settings, reuse_port=role is not None)
     except OSError as exc:
         raise SystemExit(
             f"livesignal: cannot listen on {settings.server.host}:"
@@ -51,11 +78,70 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    name = "livesignal" if role is None else f"livesignal {role.label}"
     for host, port in sorted({(str(a[0]), int(a[1])) for a in runner.addresses}):
-        log.info("livesignal listening on http://%s:%d", host, port)
+        log.info("%s listening on http://%s:%d", name, host, port)
+    orphan_watch = None
+    if role is not None:
+        orphan_watch = asyncio.create_task(stop_when_orphaned(role, stop))
     await stop.wait()
+    if orphan_watch is not None:
+        orphan_watch.cancel()
     log.info("shutting down: closing sockets, finishing in-flight requests")
     await runner.cleanup()
+
+
+def _supervise(settings: Settings, argv: list[str]) -> int:
+    """Run settings.server.workers workers of `livesignal <argv>` on the shared port."""
+    from livesignal.http_server import SHUTDOWN_GRACE
+    from livesignal.workers import Supervisor, check_port_shareable
+
+    server = settings.server
+    try:
+        check_port_shareable(server.host, server.port)
+    except OSError as exc:
+        print(
+            f"livesignal: cannot listen on {server.host}:{server.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    shared = fill_random_secrets(settings)
+    for secret in shared:
+        log.warning(
+            "%s is empty: the %d workers share a random one made for this run; what it signs "
+            "is valid only until the server stops (set it in the config)",
+            secret,
+            server.workers,
+        )
+    env = {SHARED_SECRETS_ENV: json.dumps(secret_values(settings, shared))} if shared else {}
+    log.info(
+        "livesignal supervisor (pid %d): starting %d workers on http://%s:%d",
+        os.getpid(),
+        server.workers,
+        server.host,
+        server.port,
+    )
+    supervisor = Supervisor(
+        [sys.executable, "-m", "livesignal", *argv],
+        server.workers,
+        env=env,
+        # A worker's own shutdown takes up to the grace; past this margin it is stuck.
+        stop_timeout=SHUTDOWN_GRACE + 5.0,
+    )
+    return asyncio.run(supervisor.run())
+
+
+def _adopt_shared_secrets(settings: Settings) -> None:
+    raw = os.environ.pop(SHARED_SECRETS_ENV, None)
+    if raw is None:
+        return
+    try:
+        given = json.loads(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{SHARED_SECRETS_ENV} is not JSON") from exc
+    if not isinstance(given, dict):
+        raise SettingsError(f"{SHARED_SECRETS_ENV} is not a JSON object")
+    adopt_secrets(settings, given)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,17 +169,33 @@ def main(argv: list[str] | None = None) -> int:
         token, _ = codec.issue(args.user_id, time.time(), ttl=args.ttl, role=args.role or "")
         print(token)
         return 0
+    try:
+        role = take_worker_role(os.environ)
+    except ValueError as exc:
+        print(f"livesignal: {exc}", file=sys.stderr)
+        return 2
     if args.host is not None:
         settings.server.host = args.host
     if args.port is not None:
         settings.server.port = args.port
-    install_log_redaction()  # before the first record: no log line ever carries a token
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if args.workers is not None:
+        settings.server.workers = args.workers
     try:
-        asyncio.run(_serve(settings))
+        settings.validate()  # the flags are checked like the file's keys
+        check_workers(settings)
+        if role is not None:
+            _adopt_shared_secrets(settings)
+    except SettingsError as exc:
+        print(f"livesignal: {exc}", file=sys.stderr)
+        return 2
+    install_log_redaction()  # before the first record: no log line ever carries a token
+    several = role is not None or settings.server.workers > 1
+    logging.basicConfig(level=logging.INFO, format=WORKERS_LOG_FORMAT if several else LOG_FORMAT)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if role is None and settings.server.workers > 1:
+        return _supervise(settings, sys.argv[1:] if argv is None else list(argv))
+    try:
+        asyncio.run(_serve(settings, role))
     except SettingsError as exc:
         print(f"livesignal: {exc}", file=sys.stderr)
         return 2

@@ -225,15 +225,21 @@ class GuardedAppRunner(web.AppRunner):
         return _GuardedServer(plain, self._header_timeout, **self._handler_kwargs)
 
 
-async def start_http_server(app: web.Application, settings: Settings) -> web.AppRunner:
-    """Start `app` listening on server.host:server.port; OSError (cleaned up) if it cannot."""
+async def start_http_server(
+    app: web.Application, settings: Settings, *, reuse_port: bool = False
+) -> web.AppRunner:
+    """Start `app` listening on server.host:server.port; OSError (cleaned up) if it cannot.
+
+    `reuse_port`: bind with SO_REUSEPORT, sharing the port with the other workers of
+    `livesignal serve --workers N` (livesignal/workers.py).
+    """
     runner = GuardedAppRunner(
         app,
         header_timeout=settings.limits.header_timeout,
         idle_timeout=settings.limits.idle_timeout,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.server.host, settings.server.port)
+    site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_port=reuse_port)
     try:
         await site.start()
     except OSError:

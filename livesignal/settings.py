@@ -7,6 +7,7 @@ import ipaddress
 import os
 import secrets
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ class SettingsError(ValueError):
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
+    workers: int = 1  # processes sharing host:port (SO_REUSEPORT); > 1 needs the redis store
 
 
 @dataclass
@@ -103,6 +105,10 @@ class Settings:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise SettingsError naming the first bad key; run again after command-line overrides."""
         _check_choice("relay.accept_mode", self.relay.accept_mode, ("invite", "auto"))
         _check_choice("store.backend", self.store.backend, ("memory", "redis"))
         _check_choice(
@@ -110,6 +116,8 @@ class Settings:
         )
         if not 0 <= self.server.port <= 65535:
             raise SettingsError(f"server.port: {self.server.port} is not a TCP port")
+        if self.server.workers < 1:
+            raise SettingsError(f"server.workers: must be at least 1, got {self.server.workers}")
         positive = {
             "presence.heartbeat_interval": self.presence.heartbeat_interval,
             "presence.missed_heartbeats": self.presence.missed_heartbeats,
@@ -126,6 +134,28 @@ class Settings:
         if secret and len(secret.encode()) < 32:
             raise SettingsError("auth.jwt_secret: must be at least 32 bytes (or empty)")
         _check_limits(self.limits)
+
+
+def check_workers(settings: Settings) -> None:
+    """Refuse server.workers > 1 where the workers could not act as one server.
+
+    Checked by `livesignal serve` after its flags are applied (`--workers 1` overrides a
+    file's workers = 4), not when settings are loaded: only serve runs workers.
+    """
+    workers = settings.server.workers
+    if workers == 1:
+        return
+    backend = settings.store.backend
+    if backend != "redis":
+        raise SettingsError(
+            f'server.workers = {workers} needs store.backend = "redis": the {backend!r} '
+            "store lives inside one process, so workers would not share rooms, users or "
+            "presence (use workers = 1, or the redis store)"
+        )
+    if settings.server.port == 0:
+        raise SettingsError(
+            f"server.port: 0 (any free port) cannot be shared by {workers} workers; name a port"
+        )
 
 
 def _check_limits(limits: LimitsSettings) -> None:
@@ -170,6 +200,30 @@ def fill_random_secrets(settings: Settings) -> list[str]:
             setattr(section, key, secrets.token_urlsafe(48))
             filled.append(name)
     return filled
+
+
+def secret_values(settings: Settings, names: list[str]) -> dict[str, str]:
+    """The values of the named secrets (dotted names, as in RANDOM_WHEN_EMPTY)."""
+    values = {}
+    for name in names:
+        section_name, key = name.split(".")
+        values[name] = str(getattr(getattr(settings, section_name), key))
+    return values
+
+
+def adopt_secrets(settings: Settings, given: Mapping[str, str]) -> None:
+    """Give each empty secret of RANDOM_WHEN_EMPTY its value in `given`, in place.
+
+    How the workers of one server share the random secrets their supervisor made: a token
+    or a signed URL one worker issues is accepted by every other.
+    """
+    for name, value in given.items():
+        if name not in RANDOM_WHEN_EMPTY or not isinstance(value, str) or not value:
+            continue
+        section_name, key = name.split(".")
+        section = getattr(settings, section_name)
+        if not getattr(section, key):
+            setattr(section, key, value)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

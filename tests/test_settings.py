@@ -11,7 +11,11 @@ from livesignal.settings import (
     CONFIG_ENV,
     Settings,
     SettingsError,
+    adopt_secrets,
+    check_workers,
+    fill_random_secrets,
     load_settings,
+    secret_values,
     settings_from_mapping,
 )
 
@@ -21,7 +25,7 @@ SECRET = "s" * 32
 
 def test_defaults_are_the_documented_ones() -> None:
     s = Settings()
-    assert (s.server.host, s.server.port) == ("127.0.0.1", 8080)
+    assert (s.server.host, s.server.port, s.server.workers) == ("127.0.0.1", 8080, 1)
     assert (s.auth.jwt_secret, s.auth.token_ttl) == ("", 604800)
     assert (s.auth.server_access_key, s.auth.server_secret_key) == ("", "")
     assert (s.presence.heartbeat_interval, s.presence.missed_heartbeats) == (5.0, 3)
@@ -93,6 +97,8 @@ def test_unknown_key_is_refused_by_name() -> None:
         ({"presence": {"missed_heartbeats": 3.0}}, "presence.missed_heartbeats"),
         ({"auth": {"jwt_secret": ["x"]}}, "auth.jwt_secret"),
         ({"relay": {"invite_timeout": False}}, "relay.invite_timeout"),
+        ({"server": {"workers": "2"}}, "server.workers"),
+        ({"server": {"workers": 2.0}}, "server.workers"),
     ],
 )
 def test_wrong_types_are_refused_by_name(raw: dict[str, dict[str, object]], name: str) -> None:
@@ -118,6 +124,8 @@ def test_a_section_that_is_not_a_table_is_refused() -> None:
         ({"relay": {"invite_timeout": -3.0}}, "relay.invite_timeout"),
         ({"auth": {"token_ttl": 0}}, "auth.token_ttl"),
         ({"auth": {"jwt_secret": "too-short"}}, "auth.jwt_secret"),
+        ({"server": {"workers": 0}}, "server.workers"),
+        ({"server": {"workers": -2}}, "server.workers"),
     ],
 )
 def test_bad_values_are_refused_by_name(raw: dict[str, dict[str, object]], name: str) -> None:
@@ -132,6 +140,35 @@ def test_every_stream_security_mode_is_accepted(mode: str) -> None:
 
 def test_jwt_secret_of_32_bytes_is_accepted() -> None:
     assert settings_from_mapping({"auth": {"jwt_secret": SECRET}}).auth.jwt_secret == SECRET
+
+
+def test_several_workers_need_the_redis_store_and_a_named_port() -> None:
+    # Checked by `serve` once its flags are applied (check_workers), not on loading.
+    one = settings_from_mapping({})
+    check_workers(one)
+    memory = settings_from_mapping({"server": {"workers": 2}})
+    with pytest.raises(SettingsError, match=r'server\.workers = 2 needs store\.backend = "redis"'):
+        check_workers(memory)
+    redis = settings_from_mapping({"server": {"workers": 4}, "store": {"backend": "redis"}})
+    check_workers(redis)
+    redis.server.port = 0
+    with pytest.raises(SettingsError, match=r"server\.port: 0"):
+        check_workers(redis)
+
+
+def test_empty_secrets_can_be_given_the_ones_another_process_made() -> None:
+    made = settings_from_mapping({"rtc": {"secret_key": "configured"}})
+    names = fill_random_secrets(made)
+    assert names == ["auth.jwt_secret", "stream.publish_key"]
+    given = secret_values(made, names)
+    worker = settings_from_mapping({"rtc": {"secret_key": "configured"}})
+    adopt_secrets(worker, {**given, "rtc.secret_key": "not this", "server.host": "nor this"})
+    assert (worker.auth, worker.stream, worker.rtc, worker.server) == (
+        made.auth,
+        made.stream,
+        made.rtc,
+        Settings().server,
+    )
 
 
 # --- files and LIVESIGNAL_CONFIG -------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -67,24 +68,35 @@ async def _serve(settings: Settings, role: WorkerRole | None = None) -> None:
     from livesignal.http_server import start_http_server
 
     app = create_app(settings)
-    try:
-        runner = await start_http_server(app, settings, reuse_port=role is not None)
-    except OSError as exc:
-        raise SystemExit(
-            f"livesignal: cannot listen on {settings.server.host}:"
-            f"{settings.server.port}: {exc.strerror}"
-        ) from exc
+    # Signals and the orphan watch come first: start-up may wait a long time for Redis.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    name = "livesignal" if role is None else f"livesignal {role.label}"
-    for host, port in sorted({(str(a[0]), int(a[1])) for a in runner.addresses}):
-        log.info("%s listening on http://%s:%d", name, host, port)
     orphan_watch = None
     if role is not None:
         orphan_watch = asyncio.create_task(stop_when_orphaned(role, stop))
-    await stop.wait()
+    starting = asyncio.create_task(start_http_server(app, settings, reuse_port=role is not None))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError):
+            await starting
+        log.info("stopped before serving")
+        return
+    try:
+        runner = starting.result()
+    except OSError as exc:
+        stopping.cancel()
+        raise SystemExit(
+            f"livesignal: cannot listen on {settings.server.host}:"
+            f"{settings.server.port}: {exc.strerror}"
+        ) from exc
+    name = "livesignal" if role is None else f"livesignal {role.label}"
+    for host, port in sorted({(str(a[0]), int(a[1])) for a in runner.addresses}):
+        log.info("%s listening on http://%s:%d", name, host, port)
+    await stopping
     if orphan_watch is not None:
         orphan_watch.cancel()
     log.info("shutting down: closing sockets, finishing in-flight requests")

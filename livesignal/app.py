@@ -17,14 +17,13 @@ from livesignal.http_compat.routes import add_rest_routes, rest_errors
 from livesignal.http_compat.server_auth import add_server_routes
 from livesignal.log_redaction import install_log_redaction
 from livesignal.media.routes import add_media_routes
-from livesignal.settings import Settings, SettingsError, fill_random_secrets
+from livesignal.settings import Settings, fill_random_secrets
 from livesignal.signal.auth import RtcTokenCodec, StreamUrls, TokenCodec
-from livesignal.signal.broker.memory import MemoryBroker
-from livesignal.signal.clock import Clock, SystemClock
+from livesignal.signal.backend import Backend, build_backend
+from livesignal.signal.clock import Clock
 from livesignal.signal.context import ServiceContext
 from livesignal.signal.hub import SocketHub
 from livesignal.signal.services import build_services
-from livesignal.signal.store.memory import MemoryStore
 from livesignal.signal.sweeper import sweep_interval
 
 log = logging.getLogger(__name__)
@@ -52,20 +51,13 @@ def use_random_secrets_where_empty(settings: Settings) -> None:
         )
 
 
-def build_context(settings: Settings, clock: Clock | None = None) -> ServiceContext:
-    if settings.store.backend != "memory":
-        raise SettingsError(
-            f"store.backend {settings.store.backend!r} is not available in this version; "
-            "use 'memory'"
-        )
-    clock = clock or SystemClock()
+def build_context(settings: Settings, backend: Backend) -> ServiceContext:
     use_random_secrets_where_empty(settings)
-    broker = MemoryBroker(clock)
     return ServiceContext(
         settings=settings,
-        clock=clock,
-        store=MemoryStore(broker, clock),
-        broker=broker,
+        clock=backend.clock,
+        store=backend.store,
+        broker=backend.broker,
         tokens=TokenCodec(settings.auth.jwt_secret, settings.auth.token_ttl),
         rtc_tokens=RtcTokenCodec(settings.rtc),
         urls=StreamUrls(settings.stream, settings.rtc),
@@ -81,10 +73,12 @@ def create_app(
 ) -> web.Application:
     """The whole server on one aiohttp app. `run_sweeper=False` leaves timers to the caller."""
     install_log_redaction()  # idempotent; also covers servers not started by `livesignal serve`
-    ctx = build_context(settings, clock)
+    backend = build_backend(settings.store.backend, settings.store.redis_url, clock)
+    ctx = build_context(settings, backend)
     services = build_services(ctx)
     app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[rest_errors])
     app[SERVICES] = services
+    app.cleanup_ctx.append(_backend_lifetime(backend))  # first up, last down
     hub = SocketHub(services)
     app.router.add_get("/ws", hub.handle)
     add_health_routes(app)
@@ -99,6 +93,23 @@ def create_app(
             _background(lambda: services.sweeper.run(interval), "livesignal-sweeper")
         )
     return app
+
+
+def _backend_lifetime(backend: Backend) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Wait for the backend before serving (Redis may come up later); close it at the end."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        await backend.start()
+        tasks = [asyncio.create_task(run()) for run in backend.background]
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await backend.close()
+
+    return context
 
 
 def _background(

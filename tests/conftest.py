@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -122,20 +123,46 @@ class Harness:
 HarnessFactory = Callable[..., Awaitable[Harness]]
 
 
+# Every test that runs a server runs it on each backend: the embedded memory store and Redis
+# (a real redis-server the suite starts). LIVESIGNAL_TEST_BACKEND=memory|redis picks one.
+BACKENDS = (
+    [os.environ["LIVESIGNAL_TEST_BACKEND"]]
+    if "LIVESIGNAL_TEST_BACKEND" in os.environ
+    else [
+        "memory",
+        "redis",
+    ]
+)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def make_harness() -> AsyncIterator[HarnessFactory]:
+async def make_harness(
+    request: pytest.FixtureRequest, backend: str
+) -> AsyncIterator[HarnessFactory]:
     """make_harness(overrides=None, manual_clock=True, run_sweeper=False) -> Harness.
 
     With a manual clock nothing expires until the test advances the clock and sweeps.
     """
     started: list[tuple[TestServer, aiohttp.ClientSession]] = []
+    default_backend = backend
 
     async def make(
         overrides: dict[str, dict[str, Any]] | None = None,
         *,
         manual_clock: bool = True,
         run_sweeper: bool = False,
+        backend: str | None = None,
     ) -> Harness:
+        """A server on `backend` (default: this test's backend parameter)."""
+        overrides = copy.deepcopy(overrides or {})
+        if (backend or default_backend) == "redis":
+            store = overrides.setdefault("store", {})
+            store.update(backend="redis", redis_url=request.getfixturevalue("redis_url"))
         settings = make_settings(overrides)
         clock: Clock = ManualClock() if manual_clock else SystemClock()
         app = create_app(settings, clock=clock, run_sweeper=run_sweeper)

@@ -41,6 +41,22 @@ class Engine:
             await asyncio.sleep(0.002)
 
 
+async def redis_engine(url: str) -> Engine:
+    """A Redis engine on a running redis-server; `closers` end its connections."""
+    from livesignal.signal.backend import redis_backend
+
+    clock = ManualClock()
+    backend = redis_backend(url, clock)
+    await backend.start()
+    return Engine(
+        store=backend.store,
+        broker=backend.broker,
+        clock=clock,
+        quiet=0.05,
+        closers=[backend.close],
+    )
+
+
 def memory_engine() -> Engine:
     clock = ManualClock()
     broker = MemoryBroker(clock)

@@ -240,7 +240,7 @@ async def test_serve_without_a_secret_warns_and_refuses_outside_tokens() -> None
         ("[server]\nprot = 8080\n", "server.prot"),
         ("[presense]\nheartbeat_interval = 5.0\n", "presense"),
         ('[stream]\nsecurity = "maybe"\n', "stream.security"),
-        ('[store]\nbackend = "redis"\n', "store.backend"),
+        ('[store]\nbackend = "mongo"\n', "store.backend"),
     ],
 )
 async def test_serve_with_a_bad_config_exits_non_zero_naming_the_key(

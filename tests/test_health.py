@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from livesignal import health
-from livesignal.signal.store.memory import MemoryStore
+from livesignal.signal.store.base import Store
 from tests.conftest import Harness, HarnessFactory
 
 
@@ -32,11 +32,11 @@ async def test_readyz_is_200_while_the_store_answers(harness: Harness) -> None:
 async def test_readyz_is_503_while_the_store_does_not_answer_and_200_again_after(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def unreachable(self: MemoryStore) -> None:
+    async def unreachable(self: Store) -> None:
         raise ConnectionError("store unreachable")
 
     with monkeypatch.context() as patch:
-        patch.setattr(MemoryStore, "ping", unreachable)
+        patch.setattr(store_class(harness), "ping", unreachable)
         status, body, _ = await probe(harness, "/readyz")
         assert (status, orjson.loads(body)) == (503, {"status": "unavailable"})
         # Alive all the same: a process manager must not restart it for its store.
@@ -48,10 +48,10 @@ async def test_readyz_is_503_while_the_store_does_not_answer_and_200_again_after
 async def test_readyz_is_503_in_time_when_the_store_hangs(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def hangs(self: MemoryStore) -> None:
+    async def hangs(self: Store) -> None:
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(MemoryStore, "ping", hangs)
+    monkeypatch.setattr(store_class(harness), "ping", hangs)
     monkeypatch.setattr(health, "READY_TIMEOUT", 0.05)
     status, body, _ = await asyncio.wait_for(probe(harness, "/readyz"), 2.0)
     assert (status, orjson.loads(body)) == (503, {"status": "unavailable"})
@@ -72,3 +72,8 @@ async def test_other_methods_are_not_enveloped(harness: Harness) -> None:
     status, body, _ = await probe(harness, "/healthz", "POST")
     assert status == 405
     assert b"request_id" not in body
+
+
+def store_class(harness: Harness) -> type[Store]:
+    """The class of the harness's store (memory or Redis), whose ping a test replaces."""
+    return type(harness.services._ctx.store)

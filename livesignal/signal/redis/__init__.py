@@ -1,0 +1,1 @@
+"""The Redis backend: store, broker and clock shared by every node (PROTOCOL §5)."""

@@ -1,0 +1,86 @@
+"""Every Redis key and channel livesignal uses, in one place.
+
+All keys start with `ls:` and name what they belong to, so `redis-cli --scan --pattern
+'ls:room:<live_id>*'` shows everything of one room. Records are hashes {v: version, d: JSON}.
+"""
+
+from __future__ import annotations
+
+PREFIX = "ls:"
+
+
+def user(user_id: str) -> str:
+    return f"{PREFIX}user:{user_id}"
+
+
+def user_at(user_id: str) -> str:
+    """The room the user is a member of: {v, d: live_id}."""
+    return f"{PREFIX}user:{user_id}:at"
+
+
+def room(live_id: str) -> str:
+    return f"{PREFIX}room:{live_id}"
+
+
+def room_members(live_id: str) -> str:
+    """zset user_id -> join time."""
+    return f"{PREFIX}room:{live_id}:members"
+
+
+def member(live_id: str, user_id: str) -> str:
+    return f"{PREFIX}room:{live_id}:member:{user_id}"
+
+
+def room_pv(live_id: str) -> str:
+    return f"{PREFIX}room:{live_id}:pv"
+
+
+def room_uv(live_id: str) -> str:
+    return f"{PREFIX}room:{live_id}:uv"
+
+
+def room_visitors(live_id: str) -> str:
+    return f"{PREFIX}room:{live_id}:visitors"
+
+
+def room_seq(live_id: str) -> str:
+    return f"{PREFIX}room:{live_id}:seq"
+
+
+def room_events(live_id: str) -> str:
+    """The room's event history: a stream whose entry ids are 0-<seq>."""
+    return f"{PREFIX}room:{live_id}:events"
+
+
+def rooms_with_status(status: int) -> str:
+    return f"{PREFIX}rooms:status:{status}"
+
+
+def anchor_open_rooms(anchor_id: str) -> str:
+    return f"{PREFIX}user:{anchor_id}:open_rooms"
+
+
+def relay(relay_id: str) -> str:
+    return f"{PREFIX}relay:{relay_id}"
+
+
+VERSIONS = f"{PREFIX}versions"  # every record write takes its version from this counter
+ACTIVE_RELAYS = f"{PREFIX}relays:active"
+REST_DEADLINES = f"{PREFIX}presence:deadlines"  # zset pair(live_id, user_id) -> deadline
+NODES = f"{PREFIX}nodes"  # zset node_id -> lease end
+
+
+def node_holds(node_id: str) -> str:
+    return f"{PREFIX}node:{node_id}:holds"
+
+
+def counter(name: str) -> str:
+    return f"{PREFIX}counter:{name}"
+
+
+def room_channel(live_id: str) -> str:
+    return f"{PREFIX}events:room:{live_id}"
+
+
+def user_channel(user_id: str) -> str:
+    return f"{PREFIX}events:user:{user_id}"

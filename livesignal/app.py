@@ -16,7 +16,8 @@ from livesignal.health import add_health_routes
 from livesignal.http_compat.routes import add_rest_routes, rest_errors
 from livesignal.http_compat.server_auth import add_server_routes
 from livesignal.log_redaction import install_log_redaction
-from livesignal.media.routes import add_media_routes
+from livesignal.media.placement import LocalPlacement, RedisPlacement
+from livesignal.media.routes import PlacementFactory, add_media_routes
 from livesignal.settings import Settings, fill_random_secrets
 from livesignal.signal.auth import RtcTokenCodec, StreamUrls, TokenCodec
 from livesignal.signal.backend import Backend, build_backend
@@ -86,13 +87,23 @@ def create_app(
     app.on_shutdown.append(lambda _app: hub.close_all())
     add_rest_routes(app)
     add_server_routes(app)
-    add_media_routes(app, settings, ctx.clock)
+    add_media_routes(app, settings, ctx.clock, _media_placement(backend, ctx.node_id))
     if run_sweeper:
         interval = sweep_interval(settings)
         app.cleanup_ctx.append(
             _background(lambda: services.sweeper.run(interval), "livesignal-sweeper")
         )
     return app
+
+
+MEDIA_PIN_LEASE = 10.0  # seconds a dead node keeps its rooms' media pinned
+
+
+def _media_placement(backend: Backend, node_id: str) -> PlacementFactory:
+    if backend.redis is None:
+        return lambda _has_media: LocalPlacement()
+    client = backend.redis
+    return lambda has_media: RedisPlacement(client, node_id, MEDIA_PIN_LEASE, has_media)
 
 
 def _backend_lifetime(backend: Backend) -> Callable[[web.Application], AsyncIterator[None]]:

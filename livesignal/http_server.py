@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import socket
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -246,3 +247,24 @@ async def start_http_server(
         await runner.cleanup()
         raise
     return runner
+
+
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+
+
+async def open_node_listener(runner: web.AppRunner, host: str) -> str:
+    """A second listener on a port of this process alone: "host:port" for other nodes.
+
+    With `--workers N` the shared port reaches any worker; requests one node forwards to
+    another (a room's media lives on one node) must reach exactly that process.
+    """
+    bind = "0.0.0.0" if host in WILDCARD_HOSTS else host
+    before = {tuple(address[:2]) for address in runner.addresses}
+    site = web.TCPSite(runner, bind, 0)
+    await site.start()
+    added = [tuple(a[:2]) for a in runner.addresses if tuple(a[:2]) not in before]
+    port = int(added[0][1])
+    advertised = socket.gethostbyname(socket.gethostname()) if host in WILDCARD_HOSTS else host
+    if ":" in advertised:
+        advertised = f"[{advertised}]"
+    return f"{advertised}:{port}"

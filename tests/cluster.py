@@ -81,7 +81,14 @@ def node_config(port: int, redis_url: str | None, overrides: Overrides | None) -
 class Node:
     """One `python -m livesignal serve --config <file>` process; its log in one file."""
 
-    def __init__(self, name: str, directory: Path, config: Overrides, args: Sequence[str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        directory: Path,
+        config: Overrides,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.config = config
         self.port: int = config["server"]["port"]
@@ -89,8 +96,10 @@ class Node:
         self.log_path = directory / f"{name}.log"
         self.config_path.write_text(toml_text(config))
         self._log: IO[bytes] = self.log_path.open("wb")
+        extra = env or {}
         env = {k: v for k, v in os.environ.items() if k != CONFIG_ENV}
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(extra)
         command = [sys.executable, "-m", "livesignal", "serve", "--config", str(self.config_path)]
         self.process = subprocess.Popen(
             [*command, *args],
@@ -189,9 +198,16 @@ class Node:
 class Cluster:
     """The nodes of one test; `async with` (or the `make_cluster` fixture) ends them all."""
 
-    def __init__(self, directory: Path, *, redis_url: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        redis_url: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.directory = directory
         self.redis_url = redis_url
+        self.env = env
         self.nodes: list[Node] = []
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -205,7 +221,7 @@ class Cluster:
         new: list[Node] = []
         for _ in range(n):
             config = node_config(free_port(), self.redis_url, overrides)
-            node = Node(f"node{len(self.nodes)}", self.directory, config, args)
+            node = Node(f"node{len(self.nodes)}", self.directory, config, args, self.env)
             self.nodes.append(node)  # appended first: close() ends it even if it never serves
             new.append(node)
         try:
@@ -245,8 +261,10 @@ async def make_cluster(tmp_path: Path) -> AsyncIterator[ClusterFactory]:
         *,
         redis_url: str | None = None,
         args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> Cluster:
-        cluster = Cluster(tmp_path / f"cluster{len(clusters)}", redis_url=redis_url)
+        directory = tmp_path / f"cluster{len(clusters)}"
+        cluster = Cluster(directory, redis_url=redis_url, env=env)
         clusters.append(cluster)
         await cluster.start(n, overrides, args)
         return cluster

@@ -76,6 +76,9 @@ class StreamBridge:
     def client_count(self) -> int:
         return len(self._clients)
 
+    def has_room(self, room_id: str) -> bool:
+        return any(key[1] == room_id for key in self._clients)
+
     async def update(
         self, key: BridgeKey, pull: PullSpec | None, pushes: list[PushSpec]
     ) -> list[Resource]:

@@ -6,17 +6,27 @@ bridge (PyAV threads) and the WeChat gateway into the app and tears them down wi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+import aiohttp
 import orjson
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from livesignal.media.bridge import PullSpec, PushSpec, StreamBridge
 from livesignal.media.errors import GatewayError, ResultCode, bad_body, bad_token, shown
+from livesignal.media.placement import (
+    FORWARDED_HEADER,
+    Forwarder,
+    LocalPlacement,
+    Placement,
+    RedisPlacement,
+)
 from livesignal.media.rtmp_publish import parse_rtmp_url
 from livesignal.media.sfu import MediaServer
 from livesignal.media.wechat import WechatGateway
@@ -50,20 +60,38 @@ class MediaGateway:
     media: MediaServer
     bridge: StreamBridge
     wechat: WechatGateway
+    placement: Placement
+    forwarder: Forwarder
 
     async def close(self) -> None:
         await self.wechat.close()
         await self.bridge.close()
         await self.media.close()
+        await self.placement.close()
+        await self.forwarder.close()
 
 
 GATEWAY_KEY = web.AppKey("livesignal_media_gateway", MediaGateway)
 
 
-def add_media_routes(app: web.Application, settings: Settings, clock: Clock) -> None:
+PlacementFactory = Callable[[Callable[[str], bool]], Placement]
+
+
+def add_media_routes(
+    app: web.Application,
+    settings: Settings,
+    clock: Clock,
+    placement: PlacementFactory = lambda _has_media: LocalPlacement(),
+) -> None:
+    """`placement` makes, from "does this node have media for room X", where rooms live."""
     media = MediaServer()
     bridge = StreamBridge(media)
     streams = StreamUrls(settings.stream, settings.rtc)
+    wechat = WechatGateway(media, bridge, streams, clock)
+
+    def has_media(room_id: str) -> bool:
+        return media.has_room(room_id) or bridge.has_room(room_id) or wechat.has_room(room_id)
+
     gateway = MediaGateway(
         settings=settings,
         clock=clock,
@@ -71,7 +99,9 @@ def add_media_routes(app: web.Application, settings: Settings, clock: Clock) -> 
         streams=streams,
         media=media,
         bridge=bridge,
-        wechat=WechatGateway(media, bridge, streams, clock),
+        wechat=wechat,
+        placement=placement(has_media),
+        forwarder=Forwarder(),
     )
     app[GATEWAY_KEY] = gateway
     routes: dict[str, tuple[str, Handler]] = {
@@ -106,11 +136,54 @@ def _reply(code: ResultCode, message: str | None = None, **fields: Any) -> web.R
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
+def set_node_address(app: web.Application, address: str) -> None:
+    """Where other nodes reach this one's media (its own listener, not the shared port)."""
+    placement = app[GATEWAY_KEY].placement
+    if isinstance(placement, RedisPlacement):
+        placement.address = address
+
+
+def _room_of(request: web.Request) -> str:
+    return (
+        request.headers.get("Room-Id")
+        or request.headers.get("RoomId")
+        or request.query.get("room_id", "")
+    )
+
+
+async def _forward_if_elsewhere(request: web.Request) -> web.Response | None:
+    """The owner's answer when the room's media lives on another node; None to serve here."""
+    room_id = _room_of(request)
+    if not room_id or FORWARDED_HEADER in request.headers:
+        return None
+    gateway = request.app[GATEWAY_KEY]
+    try:
+        owner = await gateway.placement.owner_of_room(room_id)
+    except (RedisError, OSError) as exc:
+        logger.warning("media placement unavailable (%s): serving %s here", exc, shown(room_id))
+        return None
+    if owner is None:
+        return None
+    body = await _bounded_body(request, MAX_BODY_BYTES)
+    if body is None:
+        return _reply(ResultCode.BAD_BODY, f"the body is over {MAX_BODY_BYTES // 1024 // 1024} MiB")
+    try:
+        return await gateway.forwarder.forward(request, owner, body)
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        # The owner is gone: so are the room's peers. The next request pins the room anew.
+        logger.warning("media owner %s of %s unreachable: %s", owner, shown(room_id), exc)
+        await gateway.placement.lost(room_id, owner)
+        return _reply(ResultCode.INTERNAL, "the node holding this room's media is gone: retry")
+
+
 def _endpoint(method: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def endpoint(request: web.Request) -> web.Response:
         if request.method != method:
             return _reply(ResultCode.NO_PROCESSOR, NO_PROCESSOR_MESSAGE)
         try:
+            forwarded = await _forward_if_elsewhere(request)
+            if forwarded is not None:
+                return forwarded
             fields = await handler(request)
         except GatewayError as exc:
             return _reply(exc.code, exc.message)
@@ -309,13 +382,18 @@ async def _wechat_exchange(request: web.Request) -> dict[str, Any]:
     body = await _json_object(request)
     rtmp = _object(body, "rtmp")
     subscribe = _uris(body.get("subscribeList"), "subscribeList")
-    result = await request.app[GATEWAY_KEY].wechat.exchange(
+    gateway = request.app[GATEWAY_KEY]
+    result = await gateway.wechat.exchange(
         room_id,
         user_id,
         audio=_flag(rtmp, "audio", "rtmp"),
         video=_flag(rtmp, "video", "rtmp"),
         subscribe=subscribe,
     )
+    # nginx's on_publish for this stream may reach any node: it must find its way here.
+    stream = result.push_url.split("?", 1)[0].rsplit("/", 1)[-1]
+    with contextlib.suppress(RedisError, OSError):
+        await gateway.placement.note_stream(stream, room_id)
     return result.body()
 
 
@@ -341,7 +419,12 @@ async def _on_publish(request: web.Request) -> web.Response:
 
     Whatever form a client makes nginx send, the answer is 200 or 403, never a 5xx.
     """
-    fields = _publish_form(await _bounded_body(request, MAX_PUBLISH_FORM_BYTES))
+    raw = await _bounded_body(request, MAX_PUBLISH_FORM_BYTES)
+    fields = _publish_form(raw)
+    if fields is not None and raw is not None and FORWARDED_HEADER not in request.headers:
+        forwarded = await _forward_push_check(request, fields.get("name", ""), raw)
+        if forwarded is not None:
+            return forwarded
     if fields is None:
         logger.info("refused a push: unreadable on_publish form")
         return _refuse_push()
@@ -356,6 +439,22 @@ async def _on_publish(request: web.Request) -> web.Response:
     if allowed:
         return web.Response(text="ok")
     return _refuse_push()
+
+
+async def _forward_push_check(request: web.Request, stream: str, raw: bytes) -> web.Response | None:
+    """A WeChat push pulled by another node is decided there (it starts that node's pull)."""
+    gateway = request.app[GATEWAY_KEY]
+    try:
+        owner = await gateway.placement.owner_of_stream(stream)
+    except (RedisError, OSError):
+        return None
+    if owner is None:
+        return None
+    try:
+        answer = await gateway.forwarder.forward(request, owner, raw)
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return None  # decided here: the signature check needs no media
+    return answer if answer.status in (200, 403) else _refuse_push()
 
 
 def _refuse_push() -> web.Response:

@@ -136,6 +136,12 @@ class MediaServer:
     def peer_count(self) -> int:
         return len(self._peers)
 
+    def has_room(self, room_id: str) -> bool:
+        """Whether any peer or resource of the room lives here."""
+        return any(key[0] == room_id for key in self._peers) or any(
+            resource.room_id == room_id for resource in self._resources.values()
+        )
+
     def connection(self, room_id: str, user_id: str) -> RTCPeerConnection | None:
         """The client's current peer connection, if any (monitoring and tests)."""
         peer = self._peers.get((room_id, user_id))

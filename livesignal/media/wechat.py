@@ -62,6 +62,9 @@ class WechatGateway:
         self._clients: dict[tuple[str, str], _Client] = {}
         self._by_stream: dict[str, _Client] = {}
 
+    def has_room(self, room_id: str) -> bool:
+        return any(client.room_id == room_id for client in self._by_stream.values())
+
     def client_count(self) -> int:
         return len(self._clients)
 

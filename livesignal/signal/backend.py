@@ -35,6 +35,7 @@ class Backend:
     start: Callable[[], Awaitable[None]] = _nothing  # returns once the backend answers
     close: Callable[[], Awaitable[None]] = _nothing
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    redis: Any = None  # the Redis client, for what else is shared through it (media pins)
 
 
 def memory_backend(clock: Clock | None = None) -> Backend:
@@ -80,7 +81,7 @@ def redis_backend(url: str, clock: Clock | None = None) -> Backend:
         await client.aclose()
 
     background = [redis_clock.run] if redis_clock is not None else []
-    return Backend(store, broker, used_clock, start, close, background)
+    return Backend(store, broker, used_clock, start, close, background, redis=client)
 
 
 def build_backend(backend: str, redis_url: str, clock: Clock | None = None) -> Backend:

@@ -44,7 +44,9 @@ class Server:
 
 # A sender chatting at the bench's rate is the load, not an attack: the per-user rates of
 # PROTOCOL §7 are turned off. (A delivery passes no limit check either way.)
-BENCH_LIMITS = "[limits]\nchat_per_second = 0\nrequests_per_second = 0\n"
+BENCH_LIMITS = (
+    "[limits]\nchat_per_second = 0\nrequests_per_second = 0\nrelay_starts_per_minute = 0\n"
+)
 
 
 @contextmanager

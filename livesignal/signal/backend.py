@@ -21,6 +21,8 @@ from livesignal.signal.store.memory import MemoryStore
 log = logging.getLogger(__name__)
 
 STARTUP_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
+REDIS_CONNECTIONS = 64  # per process; pub/sub has its own
+REDIS_POOL_WAIT = 5.0  # seconds a step waits for a free connection before answering 503
 
 
 async def _nothing() -> None:
@@ -52,8 +54,17 @@ def redis_backend(url: str, clock: Clock | None = None) -> Backend:
     from livesignal.signal.redis.clock import RedisClock
     from livesignal.signal.redis.store import RedisStore
 
-    client = aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=3.0)
-    kwargs = client.connection_pool.connection_kwargs
+    # A bounded pool: a burst of steps (1000 sockets closing at once) waits for a connection
+    # instead of opening one each, which would exhaust the process's file descriptors.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=REDIS_POOL_WAIT,
+        socket_connect_timeout=1.0,
+        socket_timeout=3.0,
+    )
+    client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it too
+    kwargs = pool.connection_kwargs
     where = f"redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
     redis_clock = RedisClock(client) if clock is None else None
     used_clock: Clock = redis_clock if redis_clock is not None else clock  # type: ignore[assignment]

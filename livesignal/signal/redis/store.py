@@ -109,7 +109,7 @@ class RedisTx:
             member = records.load_member(live_id, user_id, raw) if raw is not None else None
             self._read[key] = member
             if member is not None:
-                self._before[key] = (member.rest_deadline, tuple(member.holds))
+                self._before[key] = (member.join_order, member.rest_deadline, set(member.holds))
         found: Member | None = self._read[key]
         return found
 
@@ -206,17 +206,24 @@ class RedisTx:
         self._ops.append(["PUT", keys.relay(relay.relay_id), records.dump_relay(relay).decode()])
 
     def _put_member(self, member: Member) -> None:
+        """The record, and only the indexes that changed since the step read it (a heartbeat
+        moves the deadline alone)."""
         live_id, user_id = member.live_id, member.user_id
         key = keys.member(live_id, user_id)
         pair = records.pair(live_id, user_id)
+        before = self._before.get(key)
+        self._before[key] = (member.join_order, member.rest_deadline, set(member.holds))
         self._ops.append(["PUT", key, records.dump_member(member).decode()])
-        self._ops.append(["ZADD", keys.room_members(live_id), repr(member.join_order), user_id])
-        self._ops.append(["AT_SET", keys.user_at(user_id), live_id])
-        if member.rest_deadline > self.now:
-            self._ops.append(["ZADD", keys.REST_DEADLINES, repr(member.rest_deadline), pair])
-        else:
-            self._ops.append(["ZREM", keys.REST_DEADLINES, pair])
-        for node_id in member.holds:
+        if before is None or before[0] != member.join_order:
+            # A new membership: the user's current room is this one from now on.
+            self._ops.append(["ZADD", keys.room_members(live_id), repr(member.join_order), user_id])
+            self._ops.append(["AT_SET", keys.user_at(user_id), live_id])
+        if before is None or before[1] != member.rest_deadline:
+            if member.rest_deadline > self.now:
+                self._ops.append(["ZADD", keys.REST_DEADLINES, repr(member.rest_deadline), pair])
+            else:
+                self._ops.append(["ZREM", keys.REST_DEADLINES, pair])
+        for node_id in set(member.holds) - (before[2] if before is not None else set()):
             self._ops.append(["SADD", keys.node_holds(node_id), pair])
 
     def _drop_member(self, member: Member) -> None:

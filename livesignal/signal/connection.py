@@ -196,8 +196,11 @@ class Connection:
             await self.services.presence.release_socket(
                 self.identity.user_id, live_id, self.leave_reason
             )
+        except (StoreUnavailable, ConnectionError, TimeoutError, OSError) as exc:
+            # The hold stays recorded for this node; the member lapses with it only if the
+            # node itself stops renewing its lease. Logged, not raised: the socket is gone.
+            log.warning("could not release presence of %s: %s", self.identity.user_id, exc)
         except Exception:
-            # The store is unreachable: this node's lease still lapses the hold later.
             log.exception("could not release presence of %s", self.identity.user_id)
 
     async def _read_loop(self) -> None:

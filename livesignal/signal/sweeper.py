@@ -13,6 +13,7 @@ import logging
 
 from livesignal.settings import Settings
 from livesignal.signal.context import ServiceContext
+from livesignal.signal.errors import StoreUnavailable
 from livesignal.signal.model import RoomStatus
 from livesignal.signal.presence import PresenceService
 from livesignal.signal.relay import RelayService
@@ -66,12 +67,25 @@ class Sweeper:
                 log.info("room %s ended: anchor absent since %.0f", room.live_id, since)
 
     async def run(self, interval: float) -> None:
-        """Sweep every `interval` seconds until cancelled; a failed sweep is logged, not fatal."""
+        """Sweep every `interval` seconds until cancelled; a failed sweep is logged, not fatal.
+
+        An unreachable store is logged once per outage, not every interval: the timers are
+        re-checked steps, so the sweeps after it catch up on whatever fell due meanwhile.
+        """
+        store_down = False
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
+            except (StoreUnavailable, ConnectionError, TimeoutError, OSError) as exc:
+                if not store_down:
+                    log.warning("sweeps paused, the store is unreachable: %s", exc)
+                store_down = True
+                continue
             except Exception:
                 log.exception("sweep failed; retrying next interval")
+            if store_down:
+                log.info("the store answers again: sweeps resumed")
+                store_down = False

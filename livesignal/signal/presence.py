@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from livesignal.signal import events
 from livesignal.signal.context import ServiceContext
-from livesignal.signal.errors import NotFound, WrongState
+from livesignal.signal.errors import NotFound, StoreUnavailable, WrongState
 from livesignal.signal.model import Member, Room, RoomStatus
 from livesignal.signal.store.base import Tx
 from livesignal.signal.views import user_view
@@ -32,6 +32,9 @@ class PresenceService:
         self._ctx = ctx
         self._timeout = ctx.settings.presence.timeout
         self.node_id = ctx.node_id
+        # Socket holds whose release failed (store unreachable): retried by every sweep, or
+        # this live node would hold those members present for ever.
+        self._unreleased: list[tuple[str, str, str]] = []
 
     # --- inside a step: shared with the room service (start is also a join) ----------------
     async def join_in(self, tx: Tx, user_id: str, room: Room, hold: Hold) -> bool:
@@ -155,6 +158,23 @@ class PresenceService:
     async def release_socket(self, user_id: str, live_id: str, reason: str) -> None:
         """A socket of this node attached to the room closed (reason "leave") or went silent
         ("timeout"); the member leaves if nothing else holds it."""
+        try:
+            await self._release(user_id, live_id, reason)
+        except (StoreUnavailable, ConnectionError, TimeoutError, OSError):
+            self._unreleased.append((user_id, live_id, reason))
+            raise
+
+    async def retry_releases(self) -> None:
+        """Release the holds whose release failed earlier (the sweeper calls this)."""
+        pending, self._unreleased = self._unreleased, []
+        for index, (user_id, live_id, reason) in enumerate(pending):
+            try:
+                await self._release(user_id, live_id, reason)
+            except (StoreUnavailable, ConnectionError, TimeoutError, OSError):
+                self._unreleased.extend(pending[index:])
+                raise
+
+    async def _release(self, user_id: str, live_id: str, reason: str) -> None:
 
         async def step(tx: Tx) -> None:
             member = await tx.member(live_id, user_id)

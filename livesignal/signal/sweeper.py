@@ -50,6 +50,7 @@ class Sweeper:
         a store step that re-checks its condition, so it fires exactly once cluster-wide."""
         now = self._ctx.store.now()
         await self._presence.renew_lease(now)
+        await self._presence.retry_releases()
         await self._presence.expire(now)
         await self._presence.expire_nodes(now)
         await self._end_abandoned_rooms(now)

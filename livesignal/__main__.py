@@ -107,7 +107,14 @@ async def _serve(settings: Settings, role: WorkerRole | None = None) -> None:
     if orphan_watch is not None:
         orphan_watch.cancel()
     log.info("shutting down: closing sockets, finishing in-flight requests")
-    await runner.cleanup()
+    from livesignal.http_server import SHUTDOWN_GRACE
+
+    try:
+        # Bounded: with the store unreachable, the last releases and closes could each wait
+        # out their own timeouts; the process still stops in time (PROTOCOL §1).
+        await asyncio.wait_for(runner.cleanup(), SHUTDOWN_GRACE + 2.0)
+    except TimeoutError:
+        log.warning("shutdown took longer than %.0f s: stopping anyway", SHUTDOWN_GRACE + 2.0)
 
 
 def _supervise(settings: Settings, argv: list[str]) -> int:

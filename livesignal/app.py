@@ -23,8 +23,9 @@ from livesignal.signal.auth import RtcTokenCodec, StreamUrls, TokenCodec
 from livesignal.signal.backend import Backend, build_backend
 from livesignal.signal.clock import Clock
 from livesignal.signal.context import ServiceContext
+from livesignal.signal.errors import StoreUnavailable
 from livesignal.signal.hub import SocketHub
-from livesignal.signal.services import build_services
+from livesignal.signal.services import Services, build_services
 from livesignal.signal.sweeper import sweep_interval
 
 log = logging.getLogger(__name__)
@@ -89,10 +90,7 @@ def create_app(
     add_server_routes(app)
     add_media_routes(app, settings, ctx.clock, _media_placement(backend, ctx.node_id))
     if run_sweeper:
-        interval = sweep_interval(settings)
-        app.cleanup_ctx.append(
-            _background(lambda: services.sweeper.run(interval), "livesignal-sweeper")
-        )
+        app.cleanup_ctx.append(_sweeping(services, sweep_interval(settings)))
     return app
 
 
@@ -119,6 +117,23 @@ def _backend_lifetime(backend: Backend) -> Callable[[web.Application], AsyncIter
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await backend.close()
+
+    return context
+
+
+def _sweeping(
+    services: Services, interval: float
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The node's lease is written before it serves (a node killed in its first moments must
+    still lose its members), then the sweeper runs for as long as the app serves."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        with contextlib.suppress(StoreUnavailable, ConnectionError, TimeoutError, OSError):
+            await services.sweeper.renew_lease()
+        async for _ in _background(lambda: services.sweeper.run(interval), "livesignal-sweeper")(
+            app
+        ):
+            yield
 
     return context
 

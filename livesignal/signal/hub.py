@@ -108,6 +108,7 @@ class SocketHub:
         self._per_user = SocketCounts("sockets per user", limits.sockets_per_user)
         self._per_address = SocketCounts("sockets per address", limits.sockets_per_ip)
         services.feed.on_resync(self._resync)
+        services.sweeper.on_lease_lost(self._lease_lost)
 
     def spawn(self, coro: Awaitable[None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coro)
@@ -150,6 +151,14 @@ class SocketHub:
     def _resync(self) -> None:
         for fanout in list(self._rooms.values()):
             fanout.resync()
+
+    def _lease_lost(self) -> None:
+        """Another node let this one's socket holds lapse: its sockets' members have left.
+        Each such socket is closed with 1012, and its client resumes (joining again)."""
+        for fanout in list(self._rooms.values()):
+            for connection in list(fanout.sockets):
+                if connection.holds_membership:
+                    connection.close(CLOSE_LOST_EVENTS, "membership lapsed: reconnect and resume")
 
     # --- users -----------------------------------------------------------------------------
     async def add_user_socket(self, connection: Connection) -> None:

@@ -35,6 +35,7 @@ class PresenceService:
         # Socket holds whose release failed (store unreachable): retried by every sweep, or
         # this live node would hold those members present for ever.
         self._unreleased: list[tuple[str, str, str]] = []
+        self._lease_renewed = False  # the first renewal creates the lease: nothing was lost
 
     # --- inside a step: shared with the room service (start is also a join) ----------------
     async def join_in(self, tx: Tx, user_id: str, room: Room, hold: Hold) -> bool:
@@ -235,6 +236,12 @@ class PresenceService:
             await store.forget_node(node_id)
         return departed
 
-    async def renew_lease(self, now: float) -> None:
-        """This node is alive: its socket holds stay valid for another presence timeout."""
-        await self._ctx.store.renew_node(self.node_id, now + self._timeout)
+    async def renew_lease(self, now: float) -> bool:
+        """This node is alive: its socket holds stay valid for another presence timeout.
+
+        True if the lease had been lost (this node was cut off from the store for longer than
+        the timeout, and another node let its holds lapse): its sockets' memberships are gone.
+        """
+        was_lost = await self._ctx.store.renew_node(self.node_id, now + self._timeout)
+        renewed_before, self._lease_renewed = self._lease_renewed, True
+        return was_lost and renewed_before

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from livesignal.settings import Settings
 from livesignal.signal.context import ServiceContext
@@ -44,15 +45,42 @@ class Sweeper:
         self._presence = presence
         self._rooms = rooms
         self._relays = relays
+        self._lease_lost: list[Callable[[], None]] = []
+        # Since when this node has reached the store without a break. Other nodes' leases
+        # are only judged after a full presence timeout of that: coming back from an outage
+        # every lease looks lapsed, though their nodes lived and will renew them at once.
+        self._healthy_since: float | None = None
+
+    def on_lease_lost(self, listener: Callable[[], None]) -> None:
+        """Call `listener` when this node finds its own lease was let lapse by another node
+        (it was cut off from the store too long): its sockets' memberships are gone."""
+        self._lease_lost.append(listener)
+
+    async def renew_lease(self) -> None:
+        """Renew this node's lease now (before serving, and at every sweep)."""
+        if await self._presence.renew_lease(self._ctx.store.now()):
+            log.warning("this node's lease had lapsed: its sockets must join again")
+            for listener in self._lease_lost:
+                listener()
 
     async def sweep(self) -> None:
         """One pass over every timer. Any node may sweep at any time: each timer's change is
         a store step that re-checks its condition, so it fires exactly once cluster-wide."""
+        try:
+            await self._sweep()
+        except (StoreUnavailable, ConnectionError, TimeoutError, OSError):
+            self._healthy_since = None
+            raise
+
+    async def _sweep(self) -> None:
         now = self._ctx.store.now()
-        await self._presence.renew_lease(now)
+        await self.renew_lease()
+        if self._healthy_since is None:
+            self._healthy_since = now
         await self._presence.retry_releases()
         await self._presence.expire(now)
-        await self._presence.expire_nodes(now)
+        if now - self._healthy_since >= self._ctx.settings.presence.timeout:
+            await self._presence.expire_nodes(now)
         await self._end_abandoned_rooms(now)
         await self._relays.expire_invitations(now)
         await self._ctx.broker.trim()
@@ -75,7 +103,6 @@ class Sweeper:
         """
         store_down = False
         while True:
-            await asyncio.sleep(interval)
             try:
                 await self.sweep()
             except asyncio.CancelledError:
@@ -84,9 +111,10 @@ class Sweeper:
                 if not store_down:
                     log.warning("sweeps paused, the store is unreachable: %s", exc)
                 store_down = True
-                continue
             except Exception:
                 log.exception("sweep failed; retrying next interval")
-            if store_down:
-                log.info("the store answers again: sweeps resumed")
-                store_down = False
+            else:
+                if store_down:
+                    log.info("the store answers again: sweeps resumed")
+                    store_down = False
+            await asyncio.sleep(interval)

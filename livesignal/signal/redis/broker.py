@@ -134,22 +134,30 @@ class RedisBroker:
                 message = await self._pubsub.get_message(timeout=1.0)
                 attempt = 0
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
-                if attempt == 0:
-                    log.warning("redis pub/sub connection lost (%s): reconnecting", exc)
-                attempt += 1
-                await asyncio.sleep(delay)
-                if await self._reconnect():
-                    log.info("redis pub/sub reconnected: resubscribed, filling gaps")
-                    for listener in list(self._resync):
-                        listener()
+                attempt = await self._recover(attempt, exc)
                 continue
-            except RuntimeError:
-                # "pubsub connection not set": nothing subscribed yet
-                await asyncio.sleep(0.05)
+            except RuntimeError as exc:
+                # "pubsub connection not set": nothing subscribed yet, or a reconnection's
+                # subscribe failed (Redis still down) and left this PubSub without one.
+                if self._channels():
+                    attempt = await self._recover(attempt, exc)
+                else:
+                    await asyncio.sleep(0.05)
                 continue
             if message is not None:
                 self._on_message(message)
+
+    async def _recover(self, attempt: int, cause: Exception) -> int:
+        """One reconnection attempt after `attempt` failed ones; the new failure count."""
+        if attempt == 0:
+            log.warning("redis pub/sub connection lost (%s): reconnecting", cause)
+        await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
+        if not await self._reconnect():
+            return attempt + 1
+        log.info("redis pub/sub reconnected: resubscribed, filling gaps")
+        for listener in list(self._resync):
+            listener()
+        return 0
 
     async def _reconnect(self) -> bool:
         with contextlib.suppress(Exception):

@@ -447,8 +447,9 @@ class RedisStore:
         return [records.unpair(entry) for entry in due]
 
     # --- node leases ---------------------------------------------------------------------
-    async def renew_node(self, node_id: str, until: float) -> None:
-        await self._guard(self.redis.zadd(keys.NODES, {node_id: until}))
+    async def renew_node(self, node_id: str, until: float) -> bool:
+        added = await self._guard(self.redis.zadd(keys.NODES, {node_id: until}))
+        return bool(added)
 
     async def lapsed_nodes(self, now: float) -> list[str]:
         lapsed = await self._guard(self.redis.zrangebyscore(keys.NODES, "-inf", now))

@@ -312,8 +312,10 @@ class MemoryStore:
         return due
 
     # --- node leases ---------------------------------------------------------------------
-    async def renew_node(self, node_id: str, until: float) -> None:
+    async def renew_node(self, node_id: str, until: float) -> bool:
+        had = node_id in self._nodes
         self._nodes[node_id] = until
+        return not had
 
     async def lapsed_nodes(self, now: float) -> list[str]:
         return [node_id for node_id, until in self._nodes.items() if until <= now]

@@ -170,7 +170,8 @@ class RedisPlacement:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
-        for room_id in list(self._mine):
+        mine, self._mine = self._mine, set()  # closed twice (shutdown, cleanup): once is work
+        for room_id in mine:
             with contextlib.suppress(Exception):
                 await self._redis.eval(  # type: ignore[attr-defined]
                     _UNPIN_IF, 1, self._room_key(room_id), f"{self._node_id} {self.address}"

@@ -105,7 +105,8 @@ class RedisBroker:
         async def unsubscribe() -> None:
             with contextlib.suppress(RedisError, OSError):
                 async with self._lock:
-                    if not self._wants(channel):
+                    # Closed meanwhile: unsubscribing would open a connection nobody closes.
+                    if not self._closed and not self._wants(channel):
                         await self._pubsub.unsubscribe(channel)
 
         asyncio.ensure_future(unsubscribe())

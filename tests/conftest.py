@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import os
@@ -116,8 +117,18 @@ class Harness:
         await self.services.sweeper.sweep()
 
     def advance(self, seconds: float) -> None:
+        """Jump the fake clock: open sockets get no chance to answer pings on the way."""
         assert isinstance(self.clock, ManualClock), "advance() needs a ManualClock harness"
         self.clock.advance(seconds)
+
+    async def pass_time(self, seconds: float) -> None:
+        """Move the fake clock one ping interval at a time, letting live sockets answer each
+        ping, as time passes for clients that stay connected."""
+        step = self.settings.presence.heartbeat_interval
+        while seconds > 0:
+            self.advance(min(step, seconds))
+            seconds -= step
+            await asyncio.sleep(0.005)
 
 
 HarnessFactory = Callable[..., Awaitable[Harness]]

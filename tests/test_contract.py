@@ -617,7 +617,7 @@ async def test_switch_and_timeout_reasons(harness: Harness, connect: Connect) ->
     await join(h, "bob", room_a)
     await join(h, "bob", room_b)
     await join(h, "dan", room_a)
-    h.advance(h.settings.presence.timeout + 1)
+    await h.pass_time(h.settings.presence.timeout + 1)
     await h.sweep()
     events = [e for e in await quiet_events(alice) if e["event"] == "member.left"]
     assert [e["data"] for e in events] == [
@@ -932,7 +932,7 @@ async def test_switching_away_from_a_lapsed_membership_is_a_timeout(
     watcher = await connect(harness, "watcher")
     await watcher.request("room.join", live_id=room_a)
     await join(harness, "bob", room_a)
-    harness.advance(harness.settings.presence.timeout + 5)  # lapsed, and no sweep ran
+    await harness.pass_time(harness.settings.presence.timeout + 5)  # lapsed, no sweep ran
     await join(harness, "bob", room_b)
     while True:
         left = await watcher.next_event("member.left")
@@ -948,7 +948,7 @@ async def test_anchor_absence_counts_from_the_lapse_even_when_it_switches_later(
     room_b = await live_room(harness, "carol")
     lapse = harness.settings.presence.timeout
     close_after = harness.settings.presence.anchor_offline_close
-    harness.advance(lapse + 5)
+    await harness.pass_time(lapse + 5)
     await join(harness, "alice", room_b)  # the anchor of A turns up in B, 5 s after lapsing
     harness.advance(close_after - 5 + 1)  # 1 s past (lapse + anchor_offline_close)
     assert_ok(await harness.call("GET", f"/client/live/room/heartbeat/{room_b}", "carol"))

@@ -120,7 +120,7 @@ async def test_cancel_and_invitation_timeout(harness: Harness, connect: Connect)
     )
     pending = await bob.request("relay.pending")
     assert [r["sid"] for r in pending["list"]] == [second["relay_id"]]
-    harness.advance(harness.settings.relay.invite_timeout + 0.1)
+    await harness.pass_time(harness.settings.relay.invite_timeout + 0.1)
     await harness.sweep()
     for anchor in (alice, bob):
         timed_out = await anchor.next_event("relay.timeout")

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from livesignal.client import SignalClient, SignalError
-from tests.conftest import Connect, Harness, HarnessFactory, live_room
+from tests.conftest import Connect, Harness, live_room
 from tests.rawws import StalledClient
 
 
@@ -206,12 +206,16 @@ async def test_closing_the_last_socket_leaves_the_room(harness: Harness, connect
 
 
 async def test_silent_client_is_closed_4008_and_leaves_with_timeout(
-    make_harness: HarnessFactory, connect: Connect
+    harness: Harness, connect: Connect
 ) -> None:
-    harness = await make_harness({"presence": {"heartbeat_interval": 0.05, "missed_heartbeats": 2}})
+    """On the harness's fake clock: pings every 5 s, silent for 3 x 5 s = gone."""
     anchor = await connect(harness, "anchor")
     live_id = await live_room(anchor)
-    loop = asyncio.get_running_loop()
+
+    async def tick(seconds: float) -> None:
+        harness.advance(seconds)
+        await asyncio.sleep(0.05)  # the pings go out and the live client's pongs come back
+
     async with aiohttp.ClientSession() as session:
         url = f"{harness.ws_url}?token={harness.token('silent')}"
         # autoping=False and no reads: this client never answers the server's pings.
@@ -220,12 +224,13 @@ async def test_silent_client_is_closed_4008_and_leaves_with_timeout(
                 orjson.dumps({"id": 1, "type": "room.join", "data": {"live_id": live_id}}).decode()
             )
             joined = await anchor.next_event("member.joined")
-            went_silent = loop.time()
             assert joined["data"]["user"]["user_id"] == "silent"
+            for _ in range(3):  # 15 s of silence: not yet over the timeout
+                await tick(5)
+            assert not [e for e in anchor.pending_events() if e["event"] == "member.left"]
+            await tick(5)  # the next ping interval finds it silent for 20 s
             left = await anchor.next_event("member.left", timeout=2)
             assert left["data"] == {"user_id": "silent", "reason": "timeout"}
-            # Detected within timeout + one ping interval (plus scheduling slack).
-            assert loop.time() - went_silent < 0.1 + 0.05 + 0.2
             close_code = None
             while close_code is None:
                 message = await asyncio.wait_for(silent.receive(), 5)
@@ -272,7 +277,7 @@ async def test_resume_past_the_history_is_not_recovered(harness: Harness, connec
     viewer = await connect(harness, "viewer")
     joined = await viewer.request("room.join", live_id=live_id)
     await anchor.request("chat.send", live_id=live_id, text="old")
-    harness.advance(301)  # older than the 5 minutes the server must hold
+    await harness.pass_time(301)  # older than the 5 minutes the server must hold
     await anchor.request("chat.send", live_id=live_id, text="new")
     other = await connect(harness, "viewer")
     reply = await other.request("room.resume", live_id=live_id, since=joined["seq"])
@@ -321,8 +326,7 @@ async def test_slow_consumer_is_closed_4009_while_the_room_keeps_receiving(
         slow.abort()
 
 
-async def test_expired_token_closes_4001_unless_refreshed(make_harness: HarnessFactory) -> None:
-    harness = await make_harness({"presence": {"heartbeat_interval": 0.02}})
+async def test_expired_token_closes_4001_unless_refreshed(harness: Harness) -> None:
     short = await SignalClient.connect(harness.ws_url, harness.token("alice", ttl=60))
     refreshed = await SignalClient.connect(harness.ws_url, harness.token("alice", ttl=60))
     try:
@@ -331,7 +335,9 @@ async def test_expired_token_closes_4001_unless_refreshed(make_harness: HarnessF
         with pytest.raises(SignalError) as other_user:
             await refreshed.request("auth.refresh", token=harness.token("mallory"))
         assert other_user.value.code == 403
-        harness.advance(61)
+        for _ in range(13):  # 65 s of the fake clock, in ping intervals both sockets answer
+            harness.advance(5)
+            await asyncio.sleep(0.02)
         assert await short.wait_closed() == 4001
         assert (await refreshed.request("user.profile"))["user_id"] == "alice"
     finally:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
 import re
 import time
 from datetime import datetime, timedelta, timezone
@@ -13,27 +16,47 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 class Clock(Protocol):
+    """Tells the time and waits for it: every timer (pings, heartbeat timeouts, token expiry,
+    sweeps) sleeps on its clock, so a fake clock drives them all without real waiting."""
+
     def now(self) -> float:
         """Unix time in seconds."""
         ...
+
+    async def sleep(self, seconds: float) -> None: ...
 
 
 class SystemClock:
     def now(self) -> float:
         return time.time()
 
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
 
 class ManualClock:
-    """A clock that moves only when told to: for tests and simulations."""
+    """A clock that moves only when told to: for tests and simulations. Its sleepers wake
+    when `advance` moves it past their time, in order."""
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self._now = start
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
 
     def now(self) -> float:
         return self._now
 
+    async def sleep(self, seconds: float) -> None:
+        woken = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self._now + seconds, next(self._order), woken))
+        await woken
+
     def advance(self, seconds: float) -> None:
         self._now += seconds
+        while self._sleepers and self._sleepers[0][0] <= self._now:
+            _, _, woken = heapq.heappop(self._sleepers)
+            if not woken.done():
+                woken.set_result(None)
 
 
 def format_china_time(unix: float | None) -> str:

@@ -77,7 +77,7 @@ class Connection:
         self.attached: str | None = None  # the room whose events this socket receives
         self.holds_membership = False  # this socket keeps its user present in `attached`
         self.room_seq = 0  # the last seq of `attached` this socket delivered (watermark)
-        self.last_seen = asyncio.get_running_loop().time()
+        self.last_seen = services.identities.now()
         self._attaching: str | None = None  # a room being attached: its events wait in
         self._held: list[tuple[RoomEvent, bytes]] = []  # ... this buffer until the reply
         self._closing = False
@@ -205,10 +205,10 @@ class Connection:
 
     async def _read_loop(self) -> None:
         ws = self.ws
-        loop = asyncio.get_running_loop()
+        now = self.services.identities.now
         while not ws.closed:
             message = await ws.receive()
-            self.last_seen = loop.time()
+            self.last_seen = now()
             kind = message.type
             if kind == WSMsgType.TEXT:
                 await self._on_text(message.data)
@@ -348,14 +348,14 @@ class Connection:
         self.send(reply_frame(request.id, {"exp": identity.exp}))
 
     # --- timers (driven by the hub) ------------------------------------------------------
-    def tick(self, now: float, wall_now: float, timeout: float) -> None:
+    def tick(self, now: float, timeout: float) -> None:
         if self._closing:
             return
         if now - self.last_seen > timeout:
             self.close(
                 CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout", leave_reason=events.LEFT_TIMEOUT
             )
-        elif self.identity.exp <= wall_now:
+        elif self.identity.exp <= now:
             self.close(CLOSE_TOKEN_EXPIRED, "token expired")
         else:
             self.ping()

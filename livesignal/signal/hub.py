@@ -191,13 +191,13 @@ class SocketHub:
 
     # --- liveness --------------------------------------------------------------------------
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Every interval (on the services' clock): ping, close the silent and the expired."""
         identities = self.services.identities
         while True:
-            await asyncio.sleep(self.interval)
-            now, wall_now = loop.time(), identities.now()
+            await identities.sleep(self.interval)
+            now = identities.now()
             for connection in list(self.connections):
-                connection.tick(now, wall_now, self.timeout)
+                connection.tick(now, self.timeout)
 
     async def close_all(self) -> None:
         for connection in list(self.connections):

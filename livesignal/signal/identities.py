@@ -13,6 +13,10 @@ class Identities:
     def now(self) -> float:
         return self._ctx.clock.now()
 
+    async def sleep(self, seconds: float) -> None:
+        """Wait on the clock tokens expire by (the socket layer's timers)."""
+        await self._ctx.clock.sleep(seconds)
+
     def verify(self, token: str) -> Identity:
         """The caller a token names; Unauthorized (401) or TokenExpired (499)."""
         return self._ctx.tokens.verify(token, self._ctx.clock.now())

@@ -117,4 +117,4 @@ class Sweeper:
                 if store_down:
                     log.info("the store answers again: sweeps resumed")
                     store_down = False
-            await asyncio.sleep(interval)
+            await self._ctx.clock.sleep(interval)

@@ -27,6 +27,9 @@ class RedisClock:
     def now(self) -> float:
         return time.time() + self.offset
 
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
     async def sync(self) -> None:
         before = time.time()
         seconds, micros = await self._redis.time()

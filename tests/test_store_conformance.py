@@ -331,3 +331,34 @@ async def test_history_holds_the_newest_events_for_five_minutes(engine: Engine) 
     await broker.trim()
     assert (await broker.replay("r1", total)).events[0].seq == total + 1
     assert (await broker.replay("never", 0)).recovered
+
+
+async def test_two_store_instances_on_one_redis_serialize_their_steps(redis_url: str) -> None:
+    """What two nodes do at once to one record: every change kept, seq in change order, and
+    the events each node sees agree with the final state."""
+    first, second = await redis_engine(redis_url), await redis_engine(redis_url)
+    try:
+        await put(first, new_room("r1"))
+        seen: dict[str, list[int]] = {"first": [], "second": []}
+        await first.broker.subscribe_room("r1", lambda e: seen["first"].append(e.data["n"]))
+        await second.broker.subscribe_room("r1", lambda e: seen["second"].append(e.data["n"]))
+
+        async def bump(tx: Tx) -> int:
+            room = await tx.room("r1")
+            assert room is not None
+            count = int(room.extends.get("n", "0")) + 1
+            room.extends["n"] = str(count)
+            tx.put_room(room)
+            tx.emit("r1", "room.extends", {"n": count})
+            return count
+
+        engines = [first, second] * 20
+        await asyncio.gather(*(engine.store.transact(bump) for engine in engines))
+        room = await second.store.get_room("r1")
+        assert room is not None and room.extends["n"] == "40"
+        await first.settle(lambda: len(seen["first"]) == 40 and len(seen["second"]) == 40)
+        assert seen["first"] == seen["second"] == list(range(1, 41))
+    finally:
+        for engine in (first, second):
+            for close in engine.closers:
+                await close()

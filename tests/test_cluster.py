@@ -733,3 +733,25 @@ async def test_two_workers_on_one_port_serve_a_whole_show_with_a_pk(
         hellos = [f"hello from {members[other][2]}" for other in speakers]
         assert chats == [*hellos, "done"], (name, chats)
     assert (await rest.relay(node, relay_id))["status"] == 6
+
+
+async def test_a_node_started_while_redis_is_down_waits_and_then_serves(
+    tmp_path: Any, own_redis: RedisServer
+) -> None:
+    """Start-up with Redis down waits, saying so in the log, and serves once it answers."""
+    from tests.cluster import Cluster, node_config
+    from tests.redis_server import free_port
+
+    assert await asyncio.to_thread(own_redis.stop) == 0
+    async with Cluster(tmp_path / "late", redis_url=own_redis.url) as cluster:
+        node = Node("late", cluster.directory, node_config(free_port(), own_redis.url, None), ())
+        cluster.nodes.append(node)  # ended by the cluster, whatever happens
+        deadline = time.monotonic() + 10
+        while "waiting for redis" not in node.log_text():
+            assert node.running and time.monotonic() < deadline, node.log_text()
+            await asyncio.sleep(0.05)
+        assert await node.status("/healthz") is None  # not serving yet
+        await asyncio.to_thread(own_redis.start)
+        await node.wait_ready()
+        assert await node.status("/readyz") == 200
+        assert "answers: serving" in node.log_text()

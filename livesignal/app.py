@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from livesignal.appkeys import SERVICES
+from livesignal.cors import cors_middleware
 from livesignal.health import add_health_routes
 from livesignal.http_compat.routes import add_rest_routes, rest_errors
 from livesignal.http_compat.server_auth import add_server_routes
@@ -78,7 +79,8 @@ def create_app(
     backend = build_backend(settings.store.backend, settings.store.redis_url, clock)
     ctx = build_context(settings, backend)
     services = build_services(ctx)
-    app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[rest_errors])
+    middlewares = [cors_middleware(settings.server.cors_origins), rest_errors]  # CORS outermost
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=middlewares)
     app[SERVICES] = services
     app.cleanup_ctx.append(_backend_lifetime(backend))  # first up, last down
     hub = SocketHub(services)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1  # processes sharing host:port (SO_REUSEPORT); > 1 needs the redis store
+    cors_origins: list[str] = field(default_factory=lambda: ["*"])
 
 
 @dataclass
@@ -94,6 +96,18 @@ class LimitsSettings:
 
 
 @dataclass
+class AppSettings:
+    im_app_id: str = ""  # GET /client/app/config: the apps' IM service id
+
+
+@dataclass
+class CompatSettings:
+    """Where the API documents and the original deployment differ (PROTOCOL §3.6)."""
+
+    profile: str = "docs"  # "docs" | "original"
+
+
+@dataclass
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -103,6 +117,8 @@ class Settings:
     stream: StreamSettings = field(default_factory=StreamSettings)
     rtc: RtcSettings = field(default_factory=RtcSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    app: AppSettings = field(default_factory=AppSettings)
+    compat: CompatSettings = field(default_factory=CompatSettings)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -110,6 +126,7 @@ class Settings:
     def validate(self) -> None:
         """Raise SettingsError naming the first bad key; run again after command-line overrides."""
         _check_choice("relay.accept_mode", self.relay.accept_mode, ("invite", "auto"))
+        _check_choice("compat.profile", self.compat.profile, ("docs", "original"))
         _check_choice("store.backend", self.store.backend, ("memory", "redis"))
         _check_choice(
             "stream.security", self.stream.security, ("none", "static", "expiry", "expiry_sk")
@@ -118,6 +135,7 @@ class Settings:
             raise SettingsError(f"server.port: {self.server.port} is not a TCP port")
         if self.server.workers < 1:
             raise SettingsError(f"server.workers: must be at least 1, got {self.server.workers}")
+        _check_cors_origins(self.server.cors_origins)
         positive = {
             "presence.heartbeat_interval": self.presence.heartbeat_interval,
             "presence.missed_heartbeats": self.presence.missed_heartbeats,
@@ -156,6 +174,24 @@ def check_workers(settings: Settings) -> None:
         raise SettingsError(
             f"server.port: 0 (any free port) cannot be shared by {workers} workers; name a port"
         )
+
+
+# A browser's Origin: scheme "://" host (name, IPv4 or [IPv6]) and an optional port, no path.
+_ORIGIN = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*://"
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
+def _check_cors_origins(origins: list[str]) -> None:
+    for index, origin in enumerate(origins):
+        match = _ORIGIN.fullmatch(origin)
+        if origin != "*" and (match is None or int(match["port"] or 0) > 65535):
+            raise SettingsError(
+                f'server.cors_origins[{index}]: {origin!r} is not "*" or an origin '
+                '"scheme://host[:port]" (no path, not even "/")'
+            )
 
 
 def _check_limits(limits: LimitsSettings) -> None:
@@ -261,7 +297,12 @@ def settings_from_mapping(raw: dict[str, Any]) -> Settings:
             expected = type(getattr(section_type(), key))
             values[key] = _coerce(f"{section_name}.{key}", value, expected)
         sections[section_name] = section_type(**values)
-    return Settings(**sections)
+    settings = Settings(**sections)
+    relay_given = raw.get("relay", {})
+    if settings.compat.profile == "original" and "accept_mode" not in relay_given:
+        # The original SDKs agree a PK over their own IM: their server started relays at 1.
+        settings.relay.accept_mode = "auto"
+    return settings
 
 
 def _section_type(name: str) -> type[Any]:

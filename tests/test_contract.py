@@ -55,8 +55,11 @@ def check_user(user: dict[str, Any]) -> None:
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in user["extends"].items())
 
 
-def check_room(room: dict[str, Any], *, ws_attach: bool = False) -> None:
-    expected = ROOM_FIELDS | ({"seq", "relay"} if ws_attach else set())
+def check_room(room: dict[str, Any], *, ws_attach: bool = False, room_token: bool = False) -> None:
+    """A room object; start and join replies add the caller's room_token (§3.2), socket
+    attach replies add seq and relay (§4.3)."""
+    expected = ROOM_FIELDS | ({"seq", "relay", "room_token"} if ws_attach else set())
+    expected |= {"room_token"} if room_token else set()
     assert set(room) == expected, set(room) ^ expected
     for key in ("live_id", "title", "notice", "cover_url", "pk_id", "push_url"):
         assert isinstance(room[key], str), key
@@ -256,9 +259,11 @@ async def test_room_object_keys_and_types_on_every_room_reply(harness: Harness) 
     assert (created["online_count"], created["pv"], created["uv"]) == (0, 0, 0)
     assert (created["start_time"], created["end_time"]) == (0, 0)
     live_id = created["live_id"]
-    check_room(assert_ok(await h.call("PUT", f"/client/live/room/{live_id}", "alice")))
+    check_room(
+        assert_ok(await h.call("PUT", f"/client/live/room/{live_id}", "alice")), room_token=True
+    )
     check_room(await info(h, live_id))
-    check_room(await join(h, "bob", live_id))
+    check_room(await join(h, "bob", live_id), room_token=True)
     for path in ("/client/live/room/list", "/client/live/room"):
         data = assert_ok(await h.call("GET", path, "bob"))
         check_paged(data)
@@ -302,11 +307,11 @@ async def test_user_object_everywhere(harness: Harness) -> None:
     shown = assert_ok(await h.call("GET", "/client/user/user/alice", "bob"))
     check_user(shown)
     assert shown["im_userid"] == profile["im_userid"]
+    # Over REST a JSON array, as the original server and its SDKs (§2).
     listed = assert_ok(await h.call("GET", "/client/user/users?user_ids=bob,alice", "bob"))
-    assert set(listed) == {"list"}
-    assert [u["user_id"] for u in listed["list"]] == ["bob", "alice"]
-    assert listed["list"][1]["im_userid"] == profile["im_userid"]
-    assert listed["list"][0]["im_userid"] != profile["im_userid"]
+    assert [u["user_id"] for u in listed] == ["bob", "alice"]
+    assert listed[1]["im_userid"] == profile["im_userid"]
+    assert listed[0]["im_userid"] != profile["im_userid"]
     assert_error(await h.call("GET", "/client/user/user/nobody", "bob"), 404)
 
 

@@ -154,12 +154,13 @@ async def test_start_makes_the_room_live_and_the_anchor_present(harness: Harness
     room = await create_room(harness, "alice", start_at="2021-12-02 11:11:11")
     live_id = room["live_id"]
     started = assert_ok(await harness.call("PUT", f"/client/live/room/{live_id}", "alice"))
-    assert set(started) == ROOM_FIELDS
+    assert set(started) == ROOM_FIELDS | {"room_token"}  # the RTC room token of §3.4
     assert started["live_status"] == 1
     # start_time is now the actual start, no longer the schedule.
     assert started["start_time"] == int(harness.clock.now())
     assert started["anchor_status"] == 1
     assert (started["online_count"], started["pv"], started["uv"]) == (1, 1, 1)
+    started.pop("room_token")
     assert await info(harness, live_id) == {**started, "push_url": ""}
 
 

@@ -90,12 +90,12 @@ async def test_get_many_users(harness: Harness) -> None:
     listed = assert_ok(
         await harness.call("GET", "/client/user/users", "a", params={"user_ids": "c,a"})
     )
-    assert [u["user_id"] for u in listed["list"]] == ["c", "a"]
-    assert all(set(u) == USER_FIELDS for u in listed["list"])
+    assert [u["user_id"] for u in listed] == ["c", "a"]  # data is an array over REST
+    assert all(set(u) == USER_FIELDS for u in listed)
     with_unknown = assert_ok(
         await harness.call("GET", "/client/user/users", "a", params={"user_ids": "b,ghost"})
     )
-    assert [u["user_id"] for u in with_unknown["list"]] == ["b"]
+    assert [u["user_id"] for u in with_unknown] == ["b"]
 
 
 async def test_get_many_users_needs_user_ids(harness: Harness) -> None:

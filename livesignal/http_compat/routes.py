@@ -57,9 +57,14 @@ ROUTES: list[tuple[str, str, str, bool]] = [
     ("PUT", "/client/user/user", "user.update", True),
     ("GET", "/client/user/user/{user_id}", "user.get", False),
     ("GET", "/client/user/users", "user.list", False),
+    ("GET", "/client/user/imusers", "user.imusers", False),
+    ("GET", "/client/app/config", "app.config", False),
 ]
 
 REST_PREFIXES = ("/client/", "/server/")
+# Over REST these answer `data: [...]`, a JSON array, as the original server and its SDKs do;
+# the socket ops keep {list} (PROTOCOL §2, §4.1).
+REST_ARRAYS = {"user.list", "user.imusers"}
 
 
 async def authenticate(request: web.Request) -> Identity:
@@ -81,7 +86,10 @@ def rest_handler(operation: str, reads_body: bool) -> Callable[[web.Request], Aw
         request_id = request_id_of(request)
         try:
             caller = await authenticate(request)
-            data: dict[str, Any] = dict(request.query)
+            data: dict[str, Any] = {}
+            for name in request.query:  # a repeated parameter (user_ids=a&user_ids=b): a list
+                values = request.query.getall(name)
+                data[name] = values[0] if len(values) == 1 else values
             if reads_body:
                 data.update(await read_json_object(request))
             data.update(request.match_info)
@@ -91,6 +99,8 @@ def rest_handler(operation: str, reads_body: bool) -> Callable[[web.Request], Aw
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.warning("%s failed, store unreachable: %s", operation, exc)
             return failure(request_id, StoreUnavailable())
+        if operation in REST_ARRAYS:
+            return success(request_id, result["list"])
         return success(request_id, result)
 
     return handle

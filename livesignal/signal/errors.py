@@ -57,6 +57,15 @@ class StoreUnavailable(ApiError):
     default_message = "backing store unreachable; the call did not complete, retry is safe"
 
 
+class RejoinRequired(ApiError):
+    """compat.profile "original": a REST heartbeat of a user who is not (or no longer) a
+    member. The original SDKs join the room again only when a heartbeat fails with HTTP 500."""
+
+    code = 500
+    http_status = 500
+    default_message = "not in room: join again"
+
+
 class TooManyRequests(ApiError):
     """A limit of PROTOCOL §7: a rate (with `retry_after` seconds) or a count (without)."""
 

@@ -72,7 +72,7 @@ async def room_list(s: Services, c: Call) -> dict[str, Any]:
 async def room_join(s: Services, c: Call) -> dict[str, Any]:
     live_id = c.params.text("live_id")
     joined = await s.rooms.join(c.caller, live_id)
-    return await s.rooms.render(joined.room, c.caller)
+    return await s.rooms.joined_reply(joined, c.caller)
 
 
 async def room_leave(s: Services, c: Call) -> dict[str, Any]:
@@ -170,19 +170,36 @@ async def user_get(s: Services, c: Call) -> dict[str, Any]:
 MAX_USER_IDS = 100
 
 
+def _id_list(c: Call, name: str) -> list[str]:
+    """`a,b`, or repeated (`name=a&name=b`, a JSON list), or both: the ids, at most 100."""
+    raw = c.params.raw(name)
+    parts = raw if isinstance(raw, list) else [raw]
+    if not all(isinstance(part, str) for part in parts):
+        raise BadRequest(f"{name} is required: a comma-separated string or a list of strings")
+    ids = [item.strip() for part in parts for item in part.split(",") if item.strip()]
+    if not ids:
+        raise BadRequest(f"{name} is required")
+    if len(ids) > MAX_USER_IDS:
+        raise BadRequest(f"at most {MAX_USER_IDS} {name}")
+    return ids
+
+
 async def user_list(s: Services, c: Call) -> dict[str, Any]:
-    raw = c.params.raw("user_ids")
-    if isinstance(raw, str):
-        user_ids = [u.strip() for u in raw.split(",") if u.strip()]
-    elif isinstance(raw, list) and all(isinstance(u, str) for u in raw):
-        user_ids = list(raw)
-    else:
-        raise BadRequest("user_ids is required: a comma-separated string or a list of strings")
-    if not user_ids:
-        raise BadRequest("user_ids is required")
-    if len(user_ids) > MAX_USER_IDS:
-        raise BadRequest(f"at most {MAX_USER_IDS} user_ids")
-    return await s.users.show_many(user_ids)
+    return await s.users.show_many(_id_list(c, "user_ids"))
+
+
+async def user_imusers(s: Services, c: Call) -> dict[str, Any]:
+    """The users behind IM user ids (what a chat message names), in the order asked."""
+    im_ids = []
+    for item in _id_list(c, "im_user_ids"):
+        if not (item.isascii() and item.isdigit() and len(item) <= 18):
+            raise BadRequest("im_user_ids must be integers")
+        im_ids.append(int(item))
+    return await s.users.show_by_im_ids(im_ids)
+
+
+async def app_config(s: Services, c: Call) -> dict[str, Any]:
+    return {"im_app_id": s.settings.app.im_app_id}
 
 
 # --- chat (WebSocket only: REST clients poll) --------------------------------------------------
@@ -221,5 +238,7 @@ OPERATIONS: dict[str, Handler] = {
     "user.update": user_update,
     "user.get": user_get,
     "user.list": user_list,
+    "user.imusers": user_imusers,
+    "app.config": app_config,
     "chat.send": chat_send,
 }

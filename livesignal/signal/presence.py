@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from livesignal.signal import events
 from livesignal.signal.context import ServiceContext
-from livesignal.signal.errors import NotFound, StoreUnavailable, WrongState
+from livesignal.signal.errors import NotFound, RejoinRequired, StoreUnavailable, WrongState
 from livesignal.signal.model import Member, Room, RoomStatus
 from livesignal.signal.store.base import Tx
 from livesignal.signal.views import user_view
@@ -35,7 +35,10 @@ class PresenceService:
         # Socket holds whose release failed (store unreachable): retried by every sweep, or
         # this live node would hold those members present for ever.
         self._unreleased: list[tuple[str, str, str]] = []
-        self._lease_renewed = False  # the first renewal creates the lease: nothing was lost
+        self._lease_renewed = False
+        self._original = (
+            ctx.settings.compat.profile == "original"
+        )  # the first renewal creates the lease: nothing was lost
 
     # --- inside a step: shared with the room service (start is also a join) ----------------
     async def join_in(self, tx: Tx, user_id: str, room: Room, hold: Hold) -> bool:
@@ -148,6 +151,8 @@ class PresenceService:
                 await self.join_in(tx, user_id, room, "rest")
                 return int(room.status)
             if member is None or not present:
+                if rest and self._original:
+                    raise RejoinRequired()
                 raise NotFound("not a member of this room")
             member.rest_deadline = max(member.rest_deadline, now + self._timeout)
             tx.put_member(member)

@@ -61,6 +61,11 @@ class RelayService:
     def __init__(self, ctx: ServiceContext, rates: UserRates) -> None:
         self._ctx = ctx
         self._rates = rates
+        self._unix_times = ctx.settings.compat.profile == "original"
+
+    def view(self, relay: Relay) -> dict[str, Any]:
+        """The relay object as this deployment's clients read it (PROTOCOL §3.5, §3.6)."""
+        return relay_view(relay, unix_times=self._unix_times)
 
     # --- reading -------------------------------------------------------------------------
     async def get(self, relay_id: str) -> Relay:
@@ -70,7 +75,7 @@ class RelayService:
         return relay
 
     async def info(self, relay_id: str) -> dict[str, Any]:
-        return relay_view(await self.get(relay_id))
+        return self.view(await self.get(relay_id))
 
     async def pending(self, caller: Identity) -> dict[str, Any]:
         relays = await self._ctx.store.active_relays()
@@ -80,7 +85,7 @@ class RelayService:
             if r.status == RelayStatus.INVITED and r.recv_user_id == caller.user_id
         ]
         invited.sort(key=lambda r: r.created_at)
-        return {"list": [relay_view(r) for r in invited]}
+        return {"list": [self.view(r) for r in invited]}
 
     def _token_reply(self, relay: Relay, user_id: str) -> dict[str, Any]:
         token = ""
@@ -139,7 +144,7 @@ class RelayService:
             if auto:
                 self._broadcast_state(tx, relay)
             else:
-                tx.tell(recv_user_id, events.RELAY_INVITED, {"relay": relay_view(relay)})
+                tx.tell(recv_user_id, events.RELAY_INVITED, {"relay": self.view(relay)})
             return relay
 
         relay = (await self._ctx.store.transact(step)).result
@@ -312,12 +317,12 @@ class RelayService:
                 tx.put_room(room)
 
     def _notify_anchors(self, tx: Tx, relay: Relay, name: str, **extra: Any) -> None:
-        data = {"relay": relay_view(relay), **extra}
+        data = {"relay": self.view(relay), **extra}
         for user_id in (relay.init_user_id, relay.recv_user_id):
             tx.tell(user_id, name, data)
 
     def _broadcast_state(self, tx: Tx, relay: Relay) -> None:
-        data = {"relay": relay_view(relay)}
+        data = {"relay": self.view(relay)}
         for live_id in (relay.init_room_id, relay.recv_room_id):
             tx.emit(live_id, events.PK_STATE, data)
 

@@ -22,7 +22,7 @@ from livesignal.signal.params import Page, paged
 from livesignal.signal.presence import Hold, Joined, PresenceService
 from livesignal.signal.relay import RelayService
 from livesignal.signal.store.base import Tx
-from livesignal.signal.views import relay_view, room_view, user_view
+from livesignal.signal.views import room_view, user_view
 
 MAX_TITLE = 200
 STOPPED_BY_ANCHOR = "anchor"
@@ -94,6 +94,7 @@ class RoomService:
             rtmp_url=ctx.urls.rtmp_play_url(room.live_id),
             flv_url=ctx.urls.flv_play_url(room.live_id),
             hls_url=ctx.urls.hls_play_url(room.live_id),
+            sdk_fields=ctx.settings.compat.profile == "original",
         )
 
     async def _render_many(self, rooms: list[Room], viewer: Identity) -> list[dict[str, Any]]:
@@ -190,7 +191,17 @@ class RoomService:
     async def start(self, caller: Identity, live_id: str, *, hold: Hold = "rest") -> dict[str, Any]:
         """Go live (idempotent); the anchor joins in the same step."""
         joined = await self.start_and_join(caller, live_id, hold=hold)
-        return await self.render(joined.room, caller)
+        return await self.joined_reply(joined, caller)
+
+    def room_token(self, live_id: str, user_id: str) -> str:
+        """The RTC room token the original SDKs join their RTC room with (PROTOCOL §3.4)."""
+        return self._ctx.rtc_tokens.issue(live_id, user_id, self._ctx.clock.now())
+
+    async def joined_reply(self, joined: Joined, viewer: Identity) -> dict[str, Any]:
+        """What start and join answer: the room, and a room_token for the caller."""
+        view = await self.render(joined.room, viewer)
+        view["room_token"] = self.room_token(joined.room.live_id, viewer.user_id)
+        return view
 
     async def start_and_join(
         self, caller: Identity, live_id: str, *, hold: Hold = "rest"
@@ -326,5 +337,6 @@ class RoomService:
         if room.relay_id:
             found = await self._ctx.store.get_relay(room.relay_id)
             if found is not None and found.status.is_established:
-                relay = relay_view(found)
-        return {**await self.render(room, viewer), "seq": joined.seq, "relay": relay}
+                relay = self._relays.view(found)
+        view = await self.joined_reply(Joined(room, joined.seq, joined.newly_present), viewer)
+        return {**view, "seq": joined.seq, "relay": relay}

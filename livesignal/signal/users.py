@@ -58,7 +58,10 @@ class UserService:
         return user
 
     async def profile(self, caller: Identity) -> dict[str, Any]:
-        return user_view(await self.ensure_user(caller.user_id))
+        view = user_view(await self.ensure_user(caller.user_id))
+        if self._ctx.settings.compat.profile == "original":
+            view["im_password"] = ""  # what the SDKs log in to IM with; livesignal runs no IM
+        return view
 
     async def update(
         self,
@@ -94,6 +97,11 @@ class UserService:
 
     async def show(self, user_id: str) -> dict[str, Any]:
         return user_view(await self.get(user_id))
+
+    async def show_by_im_ids(self, im_ids: list[int]) -> dict[str, Any]:
+        """The users with those im_userids, in the order asked, unknown ones skipped."""
+        found = await self._ctx.store.users_by_im_ids(im_ids)
+        return {"list": [user_view(found[i]) for i in dict.fromkeys(im_ids) if i in found]}
 
     async def show_many(self, user_ids: list[str]) -> dict[str, Any]:
         """The known users among `user_ids`, in the order asked, unknown ones skipped."""

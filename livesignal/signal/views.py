@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from livesignal.signal.clock import format_china_time
-from livesignal.signal.model import Relay, Room, User
+from livesignal.signal.model import Relay, Room, RoomStatus, User
 
 
 def user_view(user: User) -> dict[str, Any]:
@@ -36,8 +36,9 @@ def room_view(
     rtmp_url: str,
     flv_url: str,
     hls_url: str,
+    sdk_fields: bool = False,
 ) -> dict[str, Any]:
-    return {
+    view: dict[str, Any] = {
         "live_id": room.live_id,
         "title": room.title,
         "notice": room.notice,
@@ -58,18 +59,36 @@ def room_view(
         "uv": room.uv,
         "live_status": int(room.status),
     }
+    if sdk_fields:
+        # What the original SDKs read beyond the documents: everyone who ever joined, and
+        # the anchors publishing in the room (its own, and the partner's during a PK).
+        view["total_count"] = room.uv
+        view["total_mics"] = (1 + (1 if pk_id else 0)) if room.status == RoomStatus.LIVE else 0
+    return view
 
 
-def relay_view(relay: Relay) -> dict[str, Any]:
-    return {
+def _relay_time(unix: float | None, unix_times: bool) -> str | int | None:
+    """The documents' "YYYY-MM-DD HH:MM:SS" (UTC+8) or "", or, as the original deployment
+    sent them (compat.profile = "original"), unix seconds or null."""
+    if unix_times:
+        return int(unix) if unix is not None else None
+    return format_china_time(unix)
+
+
+def relay_view(relay: Relay, *, unix_times: bool = False) -> dict[str, Any]:
+    """`unix_times`: compat.profile "original": times as unix seconds, plus created_at."""
+    view: dict[str, Any] = {
         "sid": relay.relay_id,
         "init_user_id": relay.init_user_id,
         "init_room_id": relay.init_room_id,
         "recv_room_id": relay.recv_room_id,
         "recv_user_id": relay.recv_user_id,
         "status": int(relay.status),
-        "start_at": format_china_time(relay.started_at),
-        "stop_at": format_china_time(relay.stopped_at),
+        "start_at": _relay_time(relay.started_at, unix_times),
+        "stop_at": _relay_time(relay.stopped_at, unix_times),
         "extends": relay.extends,
         "reason": relay.reason,
     }
+    if unix_times:
+        view["created_at"] = _relay_time(relay.created_at, unix_times)
+    return view

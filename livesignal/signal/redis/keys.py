@@ -18,6 +18,11 @@ def user_at(user_id: str) -> str:
     return f"{PREFIX}user:{user_id}:at"
 
 
+def im_user(im_userid: int) -> str:
+    """im_userid -> user_id (for GET /client/user/imusers)."""
+    return f"{PREFIX}imuser:{im_userid}"
+
+
 def room(live_id: str) -> str:
     return f"{PREFIX}room:{live_id}"
 

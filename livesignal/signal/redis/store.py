@@ -155,6 +155,7 @@ class RedisTx:
 
     def _put_user(self, user: User) -> None:
         self._ops.append(["PUT", keys.user(user.user_id), records.dump_user(user).decode()])
+        self._ops.append(["SET", keys.im_user(user.im_userid), user.user_id])
 
     def _put_room(self, room: Room) -> None:
         key = keys.room(room.live_id)
@@ -369,6 +370,15 @@ class RedisStore:
             for user_id, raw in zip(wanted, raws, strict=True)
             if raw is not None
         }
+
+    async def users_by_im_ids(self, im_ids: Iterable[int]) -> dict[int, User]:
+        wanted = list(dict.fromkeys(im_ids))
+        if not wanted:
+            return {}
+        user_ids = await self._guard(self.redis.mget([keys.im_user(i) for i in wanted]))
+        named = {i: u.decode() for i, u in zip(wanted, user_ids, strict=True) if u is not None}
+        users = await self.get_users(named.values())
+        return {i: users[u] for i, u in named.items() if u in users}
 
     async def get_room(self, live_id: str) -> Room | None:
         rooms = await self._rooms([live_id])

@@ -126,6 +126,7 @@ class MemoryStore:
         self._clock = clock
         self._counters: dict[str, int] = {}
         self._users: dict[str, User] = {}
+        self._by_im: dict[int, str] = {}  # im_userid -> user_id
         self._rooms: dict[str, Room] = {}
         # live_ids by status, so listing live rooms does not walk every room ever created
         self._by_status: dict[RoomStatus, dict[str, None]] = {s: {} for s in RoomStatus}
@@ -166,6 +167,7 @@ class MemoryStore:
             kind = op[0]
             if kind == "put_user":
                 self._users[op[1].user_id] = op[1]
+                self._by_im[op[1].im_userid] = op[1].user_id
             elif kind == "put_room":
                 self._save_room(op[1])
             elif kind == "drop_room":
@@ -275,6 +277,14 @@ class MemoryStore:
             user = self._users.get(user_id)
             if user is not None:
                 found[user_id] = user
+        return found
+
+    async def users_by_im_ids(self, im_ids: Iterable[int]) -> dict[int, User]:
+        found = {}
+        for im_id in im_ids:
+            user_id = self._by_im.get(im_id)
+            if user_id is not None:
+                found[im_id] = self._users[user_id]
         return found
 
     async def get_room(self, live_id: str) -> Room | None:

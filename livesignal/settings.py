@@ -108,6 +108,23 @@ class CompatSettings:
 
 
 @dataclass
+class WsSettings:
+    # Seconds a socket's frames may wait to be written together. Only 0 (write at once, what
+    # this version does) is accepted until write coalescing lands.
+    flush_interval: float = 0.0
+
+
+@dataclass
+class MediaSettings:
+    # PROTOCOL §6's reachability keys. This version offers host candidates only: the keys are
+    # read, and anything but their defaults is refused at start-up rather than ignored.
+    ice_servers: list[Any] = field(default_factory=list)
+    public_ip: str = ""
+    udp_port_min: int = 0
+    udp_port_max: int = 0
+
+
+@dataclass
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -119,6 +136,8 @@ class Settings:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     app: AppSettings = field(default_factory=AppSettings)
     compat: CompatSettings = field(default_factory=CompatSettings)
+    ws: WsSettings = field(default_factory=WsSettings)
+    media: MediaSettings = field(default_factory=MediaSettings)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -152,6 +171,7 @@ class Settings:
         if secret and len(secret.encode()) < 32:
             raise SettingsError("auth.jwt_secret: must be at least 32 bytes (or empty)")
         _check_limits(self.limits)
+        _check_not_yet(self)
 
 
 def check_workers(settings: Settings) -> None:
@@ -267,9 +287,31 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise SettingsError(f"{name}: {value!r} is not one of {', '.join(choices)}")
 
 
+def _check_not_yet(settings: Settings) -> None:
+    """Keys of the contract this version reads but cannot honour yet: refused, not ignored."""
+    if settings.ws.flush_interval < 0:
+        raise SettingsError("ws.flush_interval: must be >= 0")
+    if settings.ws.flush_interval > 0:
+        raise SettingsError(
+            "ws.flush_interval: only 0 (write at once) is supported in this version"
+        )
+    media = settings.media
+    defaults = MediaSettings()
+    for key in ("ice_servers", "public_ip", "udp_port_min", "udp_port_max"):
+        if getattr(media, key) != getattr(defaults, key):
+            raise SettingsError(
+                f"media.{key}: not supported in this version (the gateway offers host "
+                "candidates only); leave it at its default"
+            )
+
+
 def _coerce(name: str, value: Any, expected: type) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is list and name == "media.ice_servers":
+        if not isinstance(value, list):
+            raise SettingsError(f"{name}: expected a list of tables, got {value!r}")
+        return list(value)
     if expected is list:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise SettingsError(f"{name}: expected a list of strings, got {value!r}")

@@ -219,3 +219,23 @@ def test_missing_file_is_a_settings_error(tmp_path: Path) -> None:
 def test_invalid_toml_is_a_settings_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="TOML"):
         load_settings(write(tmp_path, "[server\nport = \n"))
+
+
+def test_contract_keys_not_supported_yet_are_read_and_refused_unless_default() -> None:
+    """[ws] and [media] are in the contract: a config listing every key at its default
+    starts, and a value this version cannot honour is refused by name, never ignored."""
+    at_defaults = settings_from_mapping(
+        {
+            "ws": {"flush_interval": 0},
+            "media": {"ice_servers": [], "public_ip": "", "udp_port_min": 0, "udp_port_max": 0},
+        }
+    )
+    assert at_defaults.ws.flush_interval == 0.0
+    for raw, name in (
+        ({"ws": {"flush_interval": 0.01}}, "ws.flush_interval"),
+        ({"media": {"public_ip": "203.0.113.7"}}, "media.public_ip"),
+        ({"media": {"ice_servers": [{"urls": ["stun:x"]}]}}, "media.ice_servers"),
+        ({"media": {"udp_port_min": 40000}}, "media.udp_port_min"),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            settings_from_mapping(raw)

@@ -270,8 +270,10 @@ class Connection:
                 await self.hub.attach(self, live_id)
             joined = await action("none" if keeps_hold or not joins else "socket")
         except BaseException:
-            self._attaching, self._held = None, []
-            if not already:
+            if already:
+                self._release()  # still attached: what arrived meanwhile is still due
+            else:
+                self._attaching, self._held = None, []
                 self.hub.detach(self, live_id)
             raise
         if self.attached is not None and self.attached != live_id:

@@ -131,7 +131,9 @@ def _supervise(settings: Settings, argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
-    shared = fill_random_secrets(settings)
+    # On Redis every node adopts the cluster's secrets kept there (app.py); elsewhere the
+    # supervisor makes them once for its workers.
+    shared = fill_random_secrets(settings) if settings.store.backend != "redis" else []
     for secret in shared:
         log.warning(
             "%s is empty: the %d workers share a random one made for this run; what it signs "

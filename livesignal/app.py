@@ -44,18 +44,43 @@ _RANDOM_SECRET_WARNINGS = {
 }
 
 
-def use_random_secrets_where_empty(settings: Settings) -> None:
-    """Fill empty secrets in place with random ones, warning for each (never logging them)."""
-    for name in fill_random_secrets(settings):
+def use_random_secrets_where_empty(settings: Settings) -> list[str]:
+    """Fill empty secrets in place with random ones, warning for each (never logging them).
+
+    With the Redis backend these are placeholders: before serving, every node adopts the
+    cluster's random secret kept in Redis (`_adopt_cluster_secrets`), so that what one node
+    signs every other accepts.
+    """
+    filled = fill_random_secrets(settings)
+    if settings.store.backend == "redis":
+        return filled
+    for name in filled:
         log.warning(
             "%s is empty: using a random per-process secret; %s",
             name,
             _RANDOM_SECRET_WARNINGS[name],
         )
+    return filled
+
+
+async def _adopt_cluster_secrets(backend: Backend, settings: Settings, names: list[str]) -> None:
+    """Secrets left empty are shared by the cluster: the first node makes each (SET NX)."""
+    for name in names:
+        section_name, key = name.split(".")
+        section = getattr(settings, section_name)
+        redis_key = f"ls:secret:{name}"
+        await backend.redis.set(redis_key, getattr(section, key), nx=True)
+        shared = (await backend.redis.get(redis_key)).decode()
+        setattr(section, key, shared)
+        log.warning(
+            "%s is empty: using the cluster's random secret kept in Redis (%s); set it in the "
+            "config to keep what it signs valid if Redis loses its data",
+            name,
+            redis_key,
+        )
 
 
 def build_context(settings: Settings, backend: Backend) -> ServiceContext:
-    use_random_secrets_where_empty(settings)
     return ServiceContext(
         settings=settings,
         clock=backend.clock,
@@ -77,12 +102,14 @@ def create_app(
     """The whole server on one aiohttp app. `run_sweeper=False` leaves timers to the caller."""
     install_log_redaction()  # idempotent; also covers servers not started by `livesignal serve`
     backend = build_backend(settings.store.backend, settings.store.redis_url, clock)
+    filled = use_random_secrets_where_empty(settings)
     ctx = build_context(settings, backend)
     services = build_services(ctx)
     middlewares = [cors_middleware(settings.server.cors_origins), rest_errors]  # CORS outermost
     app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=middlewares)
     app[SERVICES] = services
-    app.cleanup_ctx.append(_backend_lifetime(backend))  # first up, last down
+    shared_secrets = filled if backend.redis is not None else []
+    app.cleanup_ctx.append(_backend_lifetime(backend, settings, ctx, shared_secrets))
     hub = SocketHub(services)
     app.router.add_get("/ws", hub.handle)
     add_health_routes(app)
@@ -106,11 +133,16 @@ def _media_placement(backend: Backend, node_id: str) -> PlacementFactory:
     return lambda has_media: RedisPlacement(client, node_id, MEDIA_PIN_LEASE, has_media)
 
 
-def _backend_lifetime(backend: Backend) -> Callable[[web.Application], AsyncIterator[None]]:
+def _backend_lifetime(
+    backend: Backend, settings: Settings, ctx: ServiceContext, shared_secrets: list[str]
+) -> Callable[[web.Application], AsyncIterator[None]]:
     """Wait for the backend before serving (Redis may come up later); close it at the end."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         await backend.start()
+        if shared_secrets:
+            await _adopt_cluster_secrets(backend, settings, shared_secrets)
+            ctx.tokens.rekey(settings.auth.jwt_secret)
         tasks = [asyncio.create_task(run()) for run in backend.background]
         yield
         for task in tasks:

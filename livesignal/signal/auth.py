@@ -83,6 +83,11 @@ class TokenCodec:
         }
         return jwt.encode(claims, self._secret, algorithm="HS256"), exp
 
+    def rekey(self, secret: str) -> None:
+        """Use another secret from now on (a cluster's shared one, adopted before serving)."""
+        self._secret = secret
+        self._cache.clear()
+
     def verify(self, token: str, now: float) -> Identity:
         """The identity in `token`; Unauthorized (401) if invalid, TokenExpired (499) if old."""
         cached = self._cache.get(token)

@@ -120,3 +120,31 @@ async def test_a_wechat_push_checked_on_another_node_is_decided_by_the_puller(
             assert answer.status == 403
         await wait_for(lambda: "refused unsigned or expired push" in a.log_text(), 5)
         assert "refused unsigned or expired push" not in b.log_text()
+
+
+async def test_secrets_left_empty_are_shared_by_the_cluster(
+    make_cluster: ClusterFactory, redis_url: str
+) -> None:
+    """No [rtc] or [stream] secrets configured: each node adopts the cluster's random ones
+    (kept in Redis), so a room_token made by node A opens node B's gateway and a push URL
+    signed by A is let in by B."""
+    cluster = await make_cluster(2, redis_url=redis_url)
+    a, b = cluster[0], cluster[1]
+    headers = {"Authorization": a.token("anchor")}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.post(
+            a.base_url + "/client/live/room/instance", json={"title": "t"}
+        ) as reply:
+            live_id = (await reply.json())["data"]["live_id"]
+        async with session.put(f"{a.base_url}/client/live/room/{live_id}") as reply:
+            started = (await reply.json())["data"]
+        async with session.get(
+            b.base_url + "/media/resources",
+            params={"room_id": live_id},
+            headers={"Token": record_token(started["room_token"]), "Room-Id": live_id},
+        ) as reply:
+            assert (await reply.json())["resultCode"] == 10000
+        path, _, query = started["push_url"].partition("?")
+        form = {"app": "live", "name": live_id, **dict(p.split("=", 1) for p in query.split("&"))}
+        async with session.post(b.base_url + "/media/rtmp/on_publish", data=form) as reply:
+            assert reply.status == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 import secrets
@@ -308,6 +309,8 @@ def _check_not_yet(settings: Settings) -> None:
 def _coerce(name: str, value: Any, expected: type) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is float and isinstance(value, float) and not math.isfinite(value):
+        raise SettingsError(f"{name}: expected a finite number, got {value!r}")
     if expected is list and name == "media.ice_servers":
         if not isinstance(value, list):
             raise SettingsError(f"{name}: expected a list of tables, got {value!r}")

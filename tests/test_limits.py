@@ -392,3 +392,12 @@ def test_empty_secrets_are_random_per_process_with_a_warning(
     warned = "\n".join(record.getMessage() for record in caplog.records)
     assert "rtc.secret_key is empty" in warned and "stream.publish_key is empty" in warned
     assert settings.rtc.secret_key not in warned and settings.stream.publish_key not in warned
+
+
+async def test_a_token_whose_exp_is_no_unix_time_is_refused(harness: Harness) -> None:
+    import jwt
+
+    from tests.conftest import JWT_SECRET
+
+    huge = jwt.encode({"UserId": "alice", "exp": 10**30}, JWT_SECRET, algorithm="HS256")
+    assert_error(await harness.call("GET", "/client/user/profile", token=huge), 401, 401)

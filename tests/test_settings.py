@@ -239,3 +239,12 @@ def test_contract_keys_not_supported_yet_are_read_and_refused_unless_default() -
     ):
         with pytest.raises(SettingsError, match=name):
             settings_from_mapping(raw)
+
+
+def test_float_keys_must_be_finite() -> None:
+    for raw in (
+        {"presence": {"heartbeat_interval": float("nan")}},
+        {"limits": {"header_timeout": float("inf")}},
+    ):
+        with pytest.raises(SettingsError, match="finite"):
+            settings_from_mapping(raw)

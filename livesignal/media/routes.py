@@ -156,6 +156,8 @@ async def _forward_if_elsewhere(request: web.Request) -> web.Response | None:
     room_id = _room_of(request)
     if not room_id or FORWARDED_HEADER in request.headers:
         return None
+    # Only a caller the Token admits to the room may make a node claim it (40001 otherwise).
+    _client(request, room_id)
     gateway = request.app[GATEWAY_KEY]
     try:
         owner = await gateway.placement.owner_of_room(room_id)

@@ -19,6 +19,7 @@ from livesignal.settings import RtcSettings, StreamSettings
 from livesignal.signal.errors import TokenExpired, Unauthorized
 
 ADMIN_ROLE = "admin"
+MAX_EXP = 2**53  # beyond it an exp is no unix time, and would not fit in a JSON reply
 
 
 def b64(data: bytes) -> str:
@@ -117,8 +118,8 @@ class TokenCodec:
         if not isinstance(user_id, str) or not user_id:
             raise Unauthorized("token has no UserId")
         exp = claims["exp"]
-        if not isinstance(exp, int | float) or isinstance(exp, bool) or exp <= 0:
-            raise Unauthorized("token exp is not a positive number")
+        if not isinstance(exp, int | float) or isinstance(exp, bool) or not 0 < exp < MAX_EXP:
+            raise Unauthorized("token exp is not a unix time")
         return Identity(
             user_id=user_id,
             app_id=str(claims.get("AppId") or ""),

@@ -157,9 +157,9 @@ class Connection:
             self.holds_membership = False
 
     # --- the connection's life -----------------------------------------------------------
-    async def run(self) -> None:
+    async def run(self, pending_invitations: list[dict[str, Any]]) -> None:
+        """Serve the socket until it closes; the hub has subscribed its user already."""
         settings = self.services.settings.presence
-        await self.hub.add_user_socket(self)
         try:
             self.send(
                 welcome_frame(
@@ -169,8 +169,7 @@ class Connection:
                     settings.timeout,
                 )
             )
-            pending = await self.services.relays.pending(self.identity)
-            for relay in pending["list"]:
+            for relay in pending_invitations:
                 invited = UserEvent(self.identity.user_id, events.RELAY_INVITED, {"relay": relay})
                 self.send_wire(user_event_wire(invited))
             await self._read_loop()
@@ -181,7 +180,6 @@ class Connection:
                 # kernel answer with a reset, and the peer would never see our close code.
                 await asyncio.shield(self._close_task)
         finally:
-            self.hub.remove_user_socket(self)
             await self._leave_attached_room()
 
     async def _leave_attached_room(self) -> None:

@@ -19,7 +19,7 @@ from aiohttp import web
 from livesignal.client_address import ClientAddresses
 from livesignal.signal.auth import bearer_token
 from livesignal.signal.connection import CLOSE_GRACE, Connection
-from livesignal.signal.errors import ApiError, TooManyRequests, Unauthorized
+from livesignal.signal.errors import ApiError, StoreUnavailable, TooManyRequests, Unauthorized
 from livesignal.signal.events import RoomEvent, UserEvent
 from livesignal.signal.protocol import (
     CLOSE_GOING_AWAY,
@@ -223,19 +223,28 @@ class SocketHub:
         except ApiError as error:
             return _refusal(error)
         except (ConnectionError, TimeoutError, OSError):
-            return web.json_response({"code": 503, "message": "store unreachable"}, status=503)
+            return _refusal(StoreUnavailable())
         self._per_user.add(identity.user_id)
         self._per_address.add(address)
         try:
             # aiohttp refuses a message of max_msg_size bytes or more; PROTOCOL: over 64 KiB.
             ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=MAX_FRAME + 1)
-            await ws.prepare(request)
             connection = Connection(ws, services, identity, self, request.transport)
+            # What needs the store is done before the upgrade: with the store unreachable the
+            # client gets a plain 503 instead of a socket cut off right after it opened.
+            try:
+                await self.add_user_socket(connection)
+                pending = await services.relays.pending(identity)
+            except (ApiError, ConnectionError, TimeoutError, OSError) as error:
+                self.remove_user_socket(connection)
+                return _refusal(error if isinstance(error, ApiError) else StoreUnavailable())
+            await ws.prepare(request)
             self.connections.add(connection)
             try:
-                await connection.run()
+                await connection.run(pending["list"])
             finally:
                 self.connections.discard(connection)
+                self.remove_user_socket(connection)
         finally:
             self._per_user.remove(identity.user_id)
             self._per_address.remove(address)

@@ -93,6 +93,9 @@ async def _serve(settings: Settings, role: WorkerRole | None = None) -> None:
             f"livesignal: cannot listen on {settings.server.host}:"
             f"{settings.server.port}: {exc.strerror}"
         ) from exc
+    name = "livesignal" if role is None else f"livesignal {role.label}"
+    for host, port in sorted({(str(a[0]), int(a[1])) for a in runner.addresses}):
+        log.info("%s listening on http://%s:%d", name, host, port)
     if settings.store.backend == "redis":
         from livesignal.http_server import open_node_listener
         from livesignal.media.routes import set_node_address
@@ -100,9 +103,6 @@ async def _serve(settings: Settings, role: WorkerRole | None = None) -> None:
         address = await open_node_listener(runner, settings.server.host)
         set_node_address(app, address)
         log.info("node address for forwarded media requests: %s", address)
-    name = "livesignal" if role is None else f"livesignal {role.label}"
-    for host, port in sorted({(str(a[0]), int(a[1])) for a in runner.addresses}):
-        log.info("%s listening on http://%s:%d", name, host, port)
     await stopping
     if orphan_watch is not None:
         orphan_watch.cancel()

@@ -18,7 +18,7 @@ from livesignal.http_compat.routes import add_rest_routes, rest_errors
 from livesignal.http_compat.server_auth import add_server_routes
 from livesignal.log_redaction import install_log_redaction
 from livesignal.media.placement import LocalPlacement, RedisPlacement
-from livesignal.media.routes import PlacementFactory, add_media_routes
+from livesignal.media.routes import PlacementFactory, add_media_routes, node_listener_guard
 from livesignal.settings import Settings, fill_random_secrets
 from livesignal.signal.auth import RtcTokenCodec, StreamUrls, TokenCodec
 from livesignal.signal.backend import Backend, build_backend
@@ -105,7 +105,12 @@ def create_app(
     filled = use_random_secrets_where_empty(settings)
     ctx = build_context(settings, backend)
     services = build_services(ctx)
-    middlewares = [cors_middleware(settings.server.cors_origins), rest_errors]  # CORS outermost
+    # CORS outermost; the node listener's guard before anything answers.
+    middlewares = [
+        node_listener_guard,
+        cors_middleware(settings.server.cors_origins),
+        rest_errors,
+    ]
     app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=middlewares)
     app[SERVICES] = services
     shared_secrets = filled if backend.redis is not None else []

@@ -62,6 +62,7 @@ class MediaGateway:
     wechat: WechatGateway
     placement: Placement
     forwarder: Forwarder
+    node_port: int | None = None  # this process's own listener (forwarded requests only)
 
     async def close(self) -> None:
         await self.wechat.close()
@@ -138,9 +139,23 @@ def _reply(code: ResultCode, message: str | None = None, **fields: Any) -> web.R
 
 def set_node_address(app: web.Application, address: str) -> None:
     """Where other nodes reach this one's media (its own listener, not the shared port)."""
-    placement = app[GATEWAY_KEY].placement
-    if isinstance(placement, RedisPlacement):
-        placement.address = address
+    gateway = app[GATEWAY_KEY]
+    if isinstance(gateway.placement, RedisPlacement):
+        gateway.placement.address = address
+    gateway.node_port = int(address.rsplit(":", 1)[1])
+
+
+@web.middleware
+async def node_listener_guard(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The node listener takes forwarded gateway requests only; clients use the public port."""
+    port = request.app[GATEWAY_KEY].node_port
+    if port is not None and FORWARDED_HEADER not in request.headers:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        if sockname is not None and sockname[1] == port:
+            return web.Response(status=404, text="not found")
+    return await handler(request)
 
 
 def _room_of(request: web.Request) -> str:

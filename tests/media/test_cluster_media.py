@@ -148,3 +148,21 @@ async def test_secrets_left_empty_are_shared_by_the_cluster(
         form = {"app": "live", "name": live_id, **dict(p.split("=", 1) for p in query.split("&"))}
         async with session.post(b.base_url + "/media/rtmp/on_publish", data=form) as reply:
             assert reply.status == 200
+
+
+async def test_the_node_listener_takes_forwarded_gateway_requests_only(
+    make_cluster: ClusterFactory, redis_url: str
+) -> None:
+    cluster = await make_cluster(1, redis_url=redis_url)
+    node = cluster[0]
+    await wait_for(lambda: "node address for forwarded media requests" in node.log_text(), 5)
+    line = next(
+        line for line in node.log_text().splitlines() if "node address for forwarded" in line
+    )
+    address = line.rsplit(" ", 1)[1]
+    async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": node.token("alice")}
+        async with session.get(f"http://{address}/client/user/profile", headers=headers) as r:
+            assert r.status == 404  # no REST (nor /ws) on the node listener
+        async with session.get(node.base_url + "/client/user/profile", headers=headers) as r:
+            assert r.status == 200

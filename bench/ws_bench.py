@@ -199,9 +199,14 @@ def main() -> None:
     fanout = sub.add_parser("fanout")
     fanout.add_argument("--sockets", type=int, default=1000)
     fanout.add_argument("--messages", type=int, default=200)
+    parser.add_argument(
+        "--flush-interval", type=float, default=0.0, help="[ws] flush_interval of the server"
+    )
     args = parser.parse_args()
     # Long heartbeats: the raw receivers do not answer pings.
-    with running_server("[presence]\nheartbeat_interval = 60.0\n") as server:
+    config = "[presence]\nheartbeat_interval = 60.0\n"
+    config += f"[ws]\nflush_interval = {args.flush_interval}\n"
+    with running_server(config) as server:
         if args.which == "invite":
             asyncio.run(bench_invite(server, args.count))
         elif args.which == "memory":

@@ -110,8 +110,7 @@ class CompatSettings:
 
 @dataclass
 class WsSettings:
-    # Seconds a socket's frames may wait to be written together. Only 0 (write at once, what
-    # this version does) is accepted until write coalescing lands.
+    # Seconds a socket's frames may wait to be written together (0 = each frame at once).
     flush_interval: float = 0.0
 
 
@@ -288,13 +287,14 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise SettingsError(f"{name}: {value!r} is not one of {', '.join(choices)}")
 
 
+MAX_FLUSH_INTERVAL = 1.0  # a bound on the delay coalescing may add to every frame
+
+
 def _check_not_yet(settings: Settings) -> None:
     """Keys of the contract this version reads but cannot honour yet: refused, not ignored."""
-    if settings.ws.flush_interval < 0:
-        raise SettingsError("ws.flush_interval: must be >= 0")
-    if settings.ws.flush_interval > 0:
+    if not 0 <= settings.ws.flush_interval <= MAX_FLUSH_INTERVAL:
         raise SettingsError(
-            "ws.flush_interval: only 0 (write at once) is supported in this version"
+            f"ws.flush_interval: must be 0 (write at once) .. {MAX_FLUSH_INTERVAL} seconds"
         )
     media = settings.media
     defaults = MediaSettings()

@@ -223,7 +223,7 @@ def test_invalid_toml_is_a_settings_error(tmp_path: Path) -> None:
 
 def test_contract_keys_not_supported_yet_are_read_and_refused_unless_default() -> None:
     """[ws] and [media] are in the contract: a config listing every key at its default
-    starts, and a value this version cannot honour is refused by name, never ignored."""
+    starts, and a value this version cannot honour (or out of bounds) is refused by name."""
     at_defaults = settings_from_mapping(
         {
             "ws": {"flush_interval": 0},
@@ -232,7 +232,8 @@ def test_contract_keys_not_supported_yet_are_read_and_refused_unless_default() -
     )
     assert at_defaults.ws.flush_interval == 0.0
     for raw, name in (
-        ({"ws": {"flush_interval": 0.01}}, "ws.flush_interval"),
+        ({"ws": {"flush_interval": 2.0}}, "ws.flush_interval"),  # past the 1 s bound
+        ({"ws": {"flush_interval": -0.1}}, "ws.flush_interval"),
         ({"media": {"public_ip": "203.0.113.7"}}, "media.public_ip"),
         ({"media": {"ice_servers": [{"urls": ["stun:x"]}]}}, "media.ice_servers"),
         ({"media": {"udp_port_min": 40000}}, "media.udp_port_min"),

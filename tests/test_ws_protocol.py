@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from livesignal.client import SignalClient, SignalError
-from tests.conftest import Connect, Harness, live_room
+from tests.conftest import Connect, Harness, HarnessFactory, live_room
 from tests.rawws import StalledClient
 
 
@@ -362,3 +362,22 @@ async def test_client_auto_reconnect_resumes_the_room(harness: Harness, connect:
     await anchor.request("chat.send", live_id=live_id, text="back")
     assert (await viewer.next_event("chat.message"))["data"]["text"] == "back"
     assert viewer.last_resume is not None and viewer.last_resume["recovered"] is True
+
+
+async def test_coalesced_writes_keep_every_frame_in_order(
+    make_harness: HarnessFactory, connect: Connect
+) -> None:
+    """[ws] flush_interval: frames wait to go out together, never reordered or lost."""
+    harness = await make_harness({"ws": {"flush_interval": 0.01}})
+    anchor = await connect(harness, "anchor")
+    live_id = await live_room(anchor)
+    viewer = await connect(harness, "viewer")
+    joined = await viewer.request("room.join", live_id=live_id)
+    sends = [anchor.request("chat.send", live_id=live_id, text=f"m{index}") for index in range(50)]
+    await asyncio.gather(*sends)
+    received = [await viewer.next_event("chat.message") for _ in range(50)]
+    assert sorted(e["data"]["text"] for e in received) == sorted(f"m{i}" for i in range(50))
+    seqs = [e["seq"] for e in received]
+    assert seqs == list(range(joined["seq"] + 1, joined["seq"] + 51))
+    # A reply after those events still comes after them, and the socket lives on.
+    assert (await viewer.request("room.info", live_id=live_id))["live_id"] == live_id

@@ -17,7 +17,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,8 +30,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Server, free_port, percentile, running_server  # noqa: E402
-from bench.ws_bench import RawReceiver, live_room, token  # noqa: E402
+from bench.common import Server, free_port, running_server, wait_for_port  # noqa: E402
+from bench.ws_bench import RawReceiver, bench_invite, live_room, token  # noqa: E402
 from livesignal.client import SignalClient  # noqa: E402
 
 
@@ -62,42 +61,11 @@ def redis_server() -> Iterator[tuple[str, int]]:
             stdout=subprocess.DEVNULL,
         )
         try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            wait_for_port(port, process)
             yield f"redis://127.0.0.1:{port}/0", process.pid
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(10)
-
-
-async def bench_invite(a: Server, b: Server, count: int) -> None:
-    alice = await SignalClient.connect(a.ws, token("alice"))
-    bob = await SignalClient.connect(b.ws, token("bob"))
-    room_a, room_b = await live_room(alice), await live_room(bob)
-    body = {"init_room_id": room_a, "recv_room_id": room_b, "recv_user_id": "bob"}
-    latencies = []
-    async with aiohttp.ClientSession(headers={"Authorization": token("alice")}) as http:
-        for _ in range(count):
-            started = time.perf_counter()
-            async with http.post(f"{a.http}/client/relay/start", json=body) as response:
-                relay_id = (await response.json())["data"]["relay_id"]
-            await bob.next_event("relay.invited")
-            latencies.append(time.perf_counter() - started)
-            async with http.post(f"{a.http}/client/relay/{relay_id}/cancel") as response:
-                await response.read()
-            await bob.next_event("relay.canceled")
-    await alice.close()
-    await bob.close()
-    print(f"invite, REST start on node A -> receiver's socket on node B ({count} invitations):")
-    print(
-        f"  p50 {percentile(latencies, 0.5) * 1000:.2f} ms  "
-        f"p99 {percentile(latencies, 0.99) * 1000:.2f} ms  max {max(latencies) * 1000:.2f} ms"
-    )
 
 
 async def bench_fanout(
@@ -183,7 +151,7 @@ async def run(args: argparse.Namespace) -> None:
         config += "[presence]\nheartbeat_interval = 60.0\n"
         a = stack.enter_context(running_server(config))
         b = stack.enter_context(running_server(config))
-        await bench_invite(a, b, args.invites)
+        await bench_invite(a, args.invites, receiver=b)
         one = await bench_fanout([a], redis_pid, args.sockets, args.messages, "one")
         two = await bench_fanout([a, b], redis_pid, args.sockets, args.messages, "two")
         print(f"  a delivery across two nodes costs {two / one:.2f}x one on a single node")

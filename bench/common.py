@@ -49,6 +49,21 @@ BENCH_LIMITS = (
 )
 
 
+def wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float = 15.0) -> None:
+    """Return once something accepts on 127.0.0.1:port; RuntimeError if `process` dies or
+    the deadline passes first."""
+    give_up = time.monotonic() + deadline
+    while time.monotonic() < give_up:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{process.args} did not start")
+
+
 @contextmanager
 def running_server(extra_toml: str = "") -> Iterator[Server]:
     port = free_port()
@@ -60,15 +75,7 @@ def running_server(extra_toml: str = "") -> Iterator[Server]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("server did not start")
+        wait_for_port(port, process)
         yield Server(process, port)
     finally:
         process.terminate()

@@ -25,7 +25,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -40,7 +39,13 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import BENCH_SECRET, free_port, percentile, running_server  # noqa: E402
+from bench.common import (  # noqa: E402
+    BENCH_SECRET,
+    free_port,
+    percentile,
+    running_server,
+    wait_for_port,
+)
 
 WORKERS = 2
 SAMPLE_EVERY = 10  # every 10th socket parses every timestamp it receives
@@ -104,17 +109,7 @@ def running_process(argv: list[str], cwd: Path | None = None) -> Iterator[tuple[
         [*argv, str(port)], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{argv} exited with {process.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError(f"{argv} did not start")
+        wait_for_port(port, process)
         yield process.pid, port
     finally:
         process.terminate()

@@ -41,9 +41,11 @@ async def live_room(client: SignalClient) -> str:
     return str(room["live_id"])
 
 
-async def bench_invite(server: Server, count: int) -> None:
+async def bench_invite(server: Server, count: int, receiver: Server | None = None) -> None:
+    """REST relay start on `server` -> relay.invited on the receiver's socket (on `receiver`,
+    another node sharing its Redis, when given)."""
     alice = await SignalClient.connect(server.ws, token("alice"))
-    bob = await SignalClient.connect(server.ws, token("bob"))
+    bob = await SignalClient.connect((receiver or server).ws, token("bob"))
     room_a, room_b = await live_room(alice), await live_room(bob)
     body = {"init_room_id": room_a, "recv_room_id": room_b, "recv_user_id": "bob"}
     headers = {"Authorization": token("alice")}
@@ -62,7 +64,8 @@ async def bench_invite(server: Server, count: int) -> None:
     cpu = server.cpu_seconds() - cpu_before
     await alice.close()
     await bob.close()
-    print(f"invite latency over {count} invitations (REST start -> receiver socket):")
+    where = "node A -> receiver socket on node B" if receiver else "receiver socket"
+    print(f"invite latency over {count} invitations (REST start -> {where}):")
     print(
         f"  p50 {percentile(latencies, 0.5) * 1000:.2f} ms  "
         f"p99 {percentile(latencies, 0.99) * 1000:.2f} ms  "

@@ -53,6 +53,17 @@ async def put(engine: Engine, *records: Any) -> None:
     await engine.store.transact(step)
 
 
+async def bump(tx: Tx) -> int:
+    """Read-modify-write one record and announce the value: what conflicting nodes do."""
+    room = await tx.room("r1")
+    assert room is not None
+    count = int(room.extends.get("n", "0")) + 1
+    room.extends["n"] = str(count)
+    tx.put_room(room)
+    tx.emit("r1", "room.extends", {"n": count})
+    return count
+
+
 async def test_next_id_counts_per_name(engine: Engine) -> None:
     store = engine.store
     assert [await store.next_id("a"), await store.next_id("a"), await store.next_id("b")] == [
@@ -136,15 +147,6 @@ async def test_concurrent_steps_on_one_record_lose_no_update_and_seq_follows_the
 ) -> None:
     store = engine.store
     await put(engine, new_room("r1"))
-
-    async def bump(tx: Tx) -> int:
-        room = await tx.room("r1")
-        assert room is not None
-        count = int(room.extends.get("n", "0")) + 1
-        room.extends["n"] = str(count)
-        tx.put_room(room)
-        tx.emit("r1", "room.extends", {"n": count})
-        return count
 
     results = await asyncio.gather(*(store.transact(bump) for _ in range(30)))
     assert sorted(r.result for r in results) == list(range(1, 31))
@@ -342,15 +344,6 @@ async def test_two_store_instances_on_one_redis_serialize_their_steps(redis_url:
         seen: dict[str, list[int]] = {"first": [], "second": []}
         await first.broker.subscribe_room("r1", lambda e: seen["first"].append(e.data["n"]))
         await second.broker.subscribe_room("r1", lambda e: seen["second"].append(e.data["n"]))
-
-        async def bump(tx: Tx) -> int:
-            room = await tx.room("r1")
-            assert room is not None
-            count = int(room.extends.get("n", "0")) + 1
-            room.extends["n"] = str(count)
-            tx.put_room(room)
-            tx.emit("r1", "room.extends", {"n": count})
-            return count
 
         engines = [first, second] * 20
         await asyncio.gather(*(engine.store.transact(bump) for engine in engines))

@@ -28,7 +28,7 @@ import pytest
 from livesignal.settings import CONFIG_ENV
 from livesignal.signal.auth import TokenCodec
 from tests.conftest import NO_RATE_LIMITS, record_token
-from tests.redis_server import free_port
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "cluster-test-secret-0123456789abcdef-xyz"

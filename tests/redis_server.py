@@ -26,16 +26,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_DEADLINE = 10.0  # an AOF replay answers -LOADING until done
 STOP_DEADLINE = 10.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def require_redis_server() -> str:

@@ -21,18 +21,12 @@ import jwt
 import pytest
 
 from livesignal.settings import CONFIG_ENV
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "cli-test-secret-0123456789abcdef-xyz"
 START_DEADLINE = 20.0
 STOP_DEADLINE = 5.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -740,7 +740,7 @@ async def test_a_node_started_while_redis_is_down_waits_and_then_serves(
 ) -> None:
     """Start-up with Redis down waits, saying so in the log, and serves once it answers."""
     from tests.cluster import Cluster, node_config
-    from tests.redis_server import free_port
+    from tests.ports import free_port
 
     assert await asyncio.to_thread(own_redis.stop) == 0
     async with Cluster(tmp_path / "late", redis_url=own_redis.url) as cluster:

@@ -21,7 +21,8 @@ from livesignal.client import SignalClient
 from livesignal.http_server import start_http_server
 from livesignal.signal.auth import TokenCodec
 from tests.conftest import make_settings
-from tests.test_cli import SECRET, config, free_port, serve, stop
+from tests.ports import free_port
+from tests.test_cli import SECRET, config, serve, stop
 
 HEADER_TIMEOUT = 0.5
 IDLE_TIMEOUT = 1.0

@@ -14,7 +14,6 @@ import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import pytest
 from livesignal.client import SignalClient, SignalError
 from tests.conftest import JWT_SECRET, Connect, Harness, HarnessFactory
 from tests.conftest import live_room as ws_live_room
+from tests.ports import free_port
 from tests.rest_helpers import (
     PAGE_FIELDS,
     RELAY_FIELDS,
@@ -768,12 +768,6 @@ async def test_resume_rules(harness: Harness, connect: Connect) -> None:
 # --- 1. CLI ----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_token_command_prints_only_a_verifiable_jwt(tmp_path: Any) -> None:
     config = tmp_path / "c.toml"
     config.write_text(f'[auth]\njwt_secret = "{JWT_SECRET}"\ntoken_ttl = 120\n')
@@ -819,7 +813,7 @@ def test_token_command_prints_only_a_verifiable_jwt(tmp_path: Any) -> None:
 
 
 async def test_serve_defaults_log_one_listen_line_and_sigterm_exits_0(tmp_path: Any) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "LIVESIGNAL_CONFIG"}
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -27,7 +27,8 @@ import pytest
 from livesignal.signal.auth import TokenCodec
 from livesignal.workers import WORKER_ENV, RestartPolicy, WorkerRole, take_worker_role
 from tests.conftest import record_token
-from tests.test_cli import REPO, SECRET, clean_env, config, free_port, run_cli
+from tests.ports import free_port
+from tests.test_cli import REPO, SECRET, clean_env, config, run_cli
 
 START_DEADLINE = 20.0
 STOP_DEADLINE = 15.0  # a real worker's grace (5 s) and the supervisor's margin fit in it

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +19,6 @@ FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 
 # The fixture `rtmp_tools` (tests/media/conftest.py) fails, never skips, without them.
 needs_rtmp = pytest.mark.usefixtures("rtmp_tools")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -27,8 +27,9 @@ from livesignal.media.routes import add_media_routes
 from livesignal.settings import RtcSettings, Settings, StreamSettings
 from livesignal.signal.auth import RtcTokenCodec, StreamUrls
 from livesignal.signal.clock import SystemClock
+from tests.ports import free_port
 
-from ._servers import NGINX, RTMP_MODULE, Nginx, free_port, render_nginx_conf, stop_process
+from ._servers import NGINX, RTMP_MODULE, Nginx, render_nginx_conf, stop_process
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from livesignal.media.routes import GATEWAY_KEY
 from livesignal.media.rtmp import media_threads
+from tests.ports import free_port
 
 from ._rtc import (
     SyntheticAudio,
@@ -20,7 +21,6 @@ from ._rtc import (
     post,
     wait_for,
 )
-from ._servers import free_port
 
 TokenFor = Callable[[str, str], str]
 MakeClient = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]

@@ -19,6 +19,7 @@ from livesignal.http_compat.server_auth import add_server_routes
 from livesignal.log_redaction import install_log_redaction
 from livesignal.media.placement import LocalPlacement, RedisPlacement
 from livesignal.media.routes import PlacementFactory, add_media_routes, node_listener_guard
+from livesignal.metrics import add_metrics_route
 from livesignal.settings import Settings, fill_random_secrets
 from livesignal.signal.auth import RtcTokenCodec, StreamUrls, TokenCodec
 from livesignal.signal.backend import Backend, build_backend
@@ -118,6 +119,7 @@ def create_app(
     hub = SocketHub(services)
     app.router.add_get("/ws", hub.handle)
     add_health_routes(app)
+    add_metrics_route(app, hub.metrics, hub.gauges)
     app.cleanup_ctx.append(_background(hub.run, "livesignal-socket-hub"))
     app.on_shutdown.append(lambda _app: hub.close_all())
     add_rest_routes(app)

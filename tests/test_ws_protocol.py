@@ -381,3 +381,41 @@ async def test_coalesced_writes_keep_every_frame_in_order(
     assert seqs == list(range(joined["seq"] + 1, joined["seq"] + 51))
     # A reply after those events still comes after them, and the socket lives on.
     assert (await viewer.request("room.info", live_id=live_id))["live_id"] == live_id
+
+
+async def test_a_reply_is_not_held_for_coalescing_and_still_follows_the_rooms_events(
+    make_harness: HarnessFactory, connect: Connect
+) -> None:
+    """Room events wait for [ws] flush_interval; a frame produced for the socket later (its
+    reply) takes them along at once instead of waiting, and never overtakes them."""
+    harness = await make_harness({"ws": {"flush_interval": 1.0}})  # the largest bound
+    anchor = await connect(harness, "anchor")
+    live_id = await live_room(anchor)
+    viewer = await connect(harness, "viewer")
+    await viewer.request("room.join", live_id=live_id)
+    await anchor.request("chat.send", live_id=live_id, text="queued")
+    loop = asyncio.get_running_loop()
+    asked = loop.time()
+    await viewer.request("room.info", live_id=live_id)
+    assert loop.time() - asked < 0.5  # not held for the second-long interval
+    # The chat event was produced first: it arrived before the reply, in the same write.
+    assert [e["data"]["text"] for e in viewer.pending_events() if e["event"] == "chat.message"] == [
+        "queued"
+    ]
+
+
+async def test_room_events_wait_no_longer_than_the_flush_interval(
+    make_harness: HarnessFactory, connect: Connect
+) -> None:
+    harness = await make_harness({"ws": {"flush_interval": 0.3}})
+    anchor = await connect(harness, "anchor")
+    live_id = await live_room(anchor)
+    viewer = await connect(harness, "viewer")
+    await viewer.request("room.join", live_id=live_id)
+    loop = asyncio.get_running_loop()
+    await anchor.request("chat.send", live_id=live_id, text="soon")
+    sent = loop.time()
+    event = await viewer.next_event("chat.message", timeout=2.0)
+    waited = loop.time() - sent
+    assert event["data"]["text"] == "soon"
+    assert 0.2 <= waited < 1.0  # coalesced for the interval, and not held past it

@@ -46,7 +46,7 @@ from livesignal.signal.protocol import (
 from livesignal.signal.services import Services
 
 if TYPE_CHECKING:
-    from livesignal.signal.hub import SocketHub
+    from livesignal.signal.hub import Queued, RoomFanout, SocketHub
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +80,9 @@ class Connection:
         self.last_seen = services.identities.now()
         self._attaching: str | None = None  # a room being attached: its events wait in
         self._held: list[tuple[RoomEvent, bytes]] = []  # ... this buffer until the reply
+        self._fanout: RoomFanout | None = None  # the fan-out of `attached`
         self._closing = False
         self._close_task: asyncio.Future[None] | None = None
-        # Write coalescing ([ws] flush_interval): frames wait at most that long, in order, and
-        # go out in one write (one syscall for a burst of events instead of one each).
-        self._flush_interval = services.settings.ws.flush_interval
-        self._unflushed: list[bytes] = []
-        self._unflushed_size = 0
-        self._flush_timer: asyncio.TimerHandle | None = None
         self.leave_reason = events.LEFT_LEAVE
         self._special: dict[str, Callable[[Request], Awaitable[None]]] = {
             "room.join": self._op_join,
@@ -101,6 +96,17 @@ class Connection:
         self.send_wire(text_wire(frame))
 
     def send_wire(self, wire: bytes) -> None:
+        """Write a frame produced for this socket now (a reply, a user event, a ping).
+
+        Room events its fan-out still holds for coalescing were produced earlier: they go
+        first, so the socket sees every frame in the order the server produced it.
+        """
+        fanout = self._fanout
+        if fanout is not None and fanout.queued:
+            fanout.catch_up(self)
+        self._write(wire)
+
+    def _write(self, wire: bytes) -> None:
         """Write a ready-made frame; a socket that cannot keep up is closed, not waited for.
 
         Frames go straight into the transport, whose buffer is this socket's send queue: no
@@ -109,45 +115,32 @@ class Connection:
         transport = self._transport
         if self._closing or transport is None or transport.is_closing():
             return
-        unsent = transport.get_write_buffer_size() + self._unflushed_size
-        if unsent + len(wire) > MAX_UNSENT:
+        if transport.get_write_buffer_size() + len(wire) > MAX_UNSENT:
             log.info("closing slow consumer %s (%s)", self.session_id, self.identity.user_id)
-            self._discard_unflushed()
-            self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
+            self.close(CLOSE_SLOW_CONSUMER, "slow consumer", catch_up=False)
             return
-        if self._flush_interval <= 0:
-            transport.write(wire)
-            return
-        self._unflushed.append(wire)
-        self._unflushed_size += len(wire)
-        if self._flush_timer is None:
-            loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(self._flush_interval, self.flush)
-
-    def flush(self) -> None:
-        """Write the frames waiting for the flush interval, in one write."""
-        self._flush_timer = None
-        frames, self._unflushed, self._unflushed_size = self._unflushed, [], 0
-        transport = self._transport
-        if frames and transport is not None and not transport.is_closing():
-            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
-
-    def _discard_unflushed(self) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        self._unflushed, self._unflushed_size = [], 0
+        transport.write(wire)
 
     def ping(self) -> None:
         self.send_wire(PING_WIRE)
 
-    def close(self, code: int, message: str, *, leave_reason: str | None = None) -> None:
-        """Close from the server side; what is queued still goes out first."""
+    def close(
+        self,
+        code: int,
+        message: str,
+        *,
+        leave_reason: str | None = None,
+        catch_up: bool = True,
+    ) -> None:
+        """Close from the server side; room events queued for it still go out first
+        (`catch_up`), unless it is closed for not taking what it was sent."""
         if self._closing:
             return
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self.flush()  # what was sent before the close goes out before the close frame
+        fanout = self._fanout
+        if catch_up and fanout is not None and fanout.queued:
+            fanout.catch_up(self)
+            if self._closing:  # that was more than it could take
+                return
         self._closing = True
         if leave_reason is not None:
             self.leave_reason = leave_reason
@@ -165,16 +158,37 @@ class Connection:
             self._transport.abort()
 
     # --- events from this node's fan-out --------------------------------------------------
-    def on_room_event(self, event: RoomEvent, wire: bytes) -> None:
+    def on_room_event(self, event: RoomEvent, wire: bytes) -> bool:
+        """Deliver one room event unless held back or already delivered; whether it went."""
         if event.live_id == self._attaching:
             self._held.append((event, wire))
-            return
+            return False
         if event.live_id != self.attached or event.seq <= self.room_seq:
-            return
+            return False
         self.room_seq = event.seq
-        self.send_wire(wire)
+        self._write(wire)
         if event.name == events.ROOM_DELETED:
             self._detach_locally(event.live_id)
+        return True
+
+    def on_room_batch(
+        self,
+        live_id: str,
+        batch: list[Queued],
+        first_seq: int,
+        joined: bytes,
+        deleted: bool,
+    ) -> int:
+        """A coalesced run of the room's events, in one write when this socket takes them
+        all; how many of them it delivered."""
+        if self.attached != live_id or self._attaching == live_id or self.room_seq >= first_seq:
+            # Held back, partly delivered already, or not due: one at a time.
+            return sum(self.on_room_event(event, wire) for event, wire, _ in batch)
+        self.room_seq = batch[-1][0].seq
+        self._write(joined)
+        if deleted:
+            self._detach_locally(live_id)
+        return len(batch)
 
     def on_user_event(self, event: UserEvent, wire: bytes) -> None:
         if event.name == events.DETACH:
@@ -186,6 +200,7 @@ class Connection:
         if self.attached == live_id:
             self.hub.detach(self, live_id)
             self.attached = None
+            self._fanout = None
             self.holds_membership = False
 
     # --- the connection's life -----------------------------------------------------------
@@ -295,9 +310,10 @@ class Connection:
         already = self.attached == live_id
         keeps_hold = already and self.holds_membership
         self._attaching, self._held = live_id, []
+        fanout = self._fanout
         try:
             if not already:
-                await self.hub.attach(self, live_id)
+                fanout = await self.hub.attach(self, live_id)
             joined = await action("none" if keeps_hold or not joins else "socket")
         except BaseException:
             if already:
@@ -312,6 +328,7 @@ class Connection:
             await self._leave_attached_room()
         if not already:
             self.attached = live_id
+            self._fanout = fanout
             self.room_seq = joined.seq
         self.holds_membership = keeps_hold or joins
         return joined

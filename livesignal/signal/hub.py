@@ -17,10 +17,11 @@ from collections.abc import Awaitable
 from aiohttp import web
 
 from livesignal.client_address import ClientAddresses
+from livesignal.metrics import FanoutMetrics, Values
 from livesignal.signal.auth import bearer_token
 from livesignal.signal.connection import CLOSE_GRACE, Connection
 from livesignal.signal.errors import ApiError, StoreUnavailable, TooManyRequests, Unauthorized
-from livesignal.signal.events import RoomEvent, UserEvent
+from livesignal.signal.events import ROOM_DELETED, RoomEvent, UserEvent
 from livesignal.signal.protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_LOST_EVENTS,
@@ -33,8 +34,19 @@ from livesignal.signal.services import Services
 log = logging.getLogger(__name__)
 
 
+# (event, its wire frame, when it reached the fan-out on the loop's clock)
+Queued = tuple[RoomEvent, bytes, float]
+
+
 class RoomFanout:
-    """This node's sockets attached to one room, behind one broker subscription."""
+    """This node's sockets attached to one room, behind one broker subscription.
+
+    With `[ws] flush_interval` > 0, events are queued for at most that long and then written
+    to each socket as one buffer: one join and one write per socket per batch instead of one
+    write per event (the kernel's cost of a write dominates a delivery). A socket about to
+    receive anything else (a reply, a user event, its close) first takes what is queued, so
+    it never sees frames out of the order the server produced them.
+    """
 
     def __init__(self, hub: SocketHub, live_id: str) -> None:
         self.hub = hub
@@ -43,6 +55,8 @@ class RoomFanout:
         self.last_seq: int | None = None  # the newest seq this node delivered
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._filling: list[RoomEvent] | None = None  # events held while a gap is filled
+        self.queued: list[Queued] = []  # delivered in order, waiting for the flush
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def on_event(self, event: RoomEvent) -> None:
         if self._filling is not None:
@@ -61,8 +75,55 @@ class RoomFanout:
     def _deliver(self, event: RoomEvent) -> None:
         self.last_seq = event.seq
         wire = room_event_wire(event)
+        loop = asyncio.get_running_loop()
+        interval = self.hub.flush_interval
+        if interval > 0:
+            self.queued.append((event, wire, loop.time()))
+            if self._flush_timer is None:
+                self._flush_timer = loop.call_later(interval, self.flush)
+            return
+        arrived = loop.time()
+        reached = 0
         for connection in list(self.sockets):
-            connection.on_room_event(event, wire)
+            reached += connection.on_room_event(event, wire)
+        self.hub.metrics.delivered([loop.time() - arrived], reached, reached)
+
+    def flush(self) -> None:
+        """Write what is queued: one buffer per socket, in seq order."""
+        self._flush_timer = None
+        batch, self.queued = self.queued, []
+        if not batch:
+            return
+        first_seq = batch[0][0].seq
+        joined = b"".join([wire for _, wire, _ in batch])
+        deleted = any(event.name == ROOM_DELETED for event, _, _ in batch)
+        reached = frames = 0
+        for connection in list(self.sockets):
+            taken = connection.on_room_batch(self.live_id, batch, first_seq, joined, deleted)
+            if taken:
+                reached += 1
+                frames += taken
+        now = asyncio.get_running_loop().time()
+        self.hub.metrics.delivered([now - arrived for _, _, arrived in batch], reached, frames)
+
+    def catch_up(self, connection: Connection) -> None:
+        """Give one socket what is queued now (it is about to receive another frame)."""
+        now = asyncio.get_running_loop().time()
+        delays = [
+            now - arrived
+            for event, wire, arrived in self.queued
+            if connection.on_room_event(event, wire)
+        ]
+        if delays:
+            self.hub.metrics.delivered(delays, 1, len(delays))
+
+    def remove(self, connection: Connection) -> None:
+        self.catch_up(connection)  # what was delivered before it left still reaches it
+        self.sockets.pop(connection, None)
+        if not self.sockets and self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+            self.queued = []
 
     def resync(self) -> None:
         """The broker may have lost events: fill from the last seq delivered."""
@@ -107,6 +168,8 @@ class SocketHub:
         self._addresses = ClientAddresses(limits.trusted_proxies)
         self._per_user = SocketCounts("sockets per user", limits.sockets_per_user)
         self._per_address = SocketCounts("sockets per address", limits.sockets_per_ip)
+        self.flush_interval = services.settings.ws.flush_interval
+        self.metrics = FanoutMetrics()
         services.feed.on_resync(self._resync)
         services.sweeper.on_lease_lost(self._lease_lost)
 
@@ -116,12 +179,20 @@ class SocketHub:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def gauges(self) -> Values:
+        """This process's socket figures for GET /metrics."""
+        return {
+            "livesignal_sockets": ("Open WebSockets.", len(self.connections)),
+            "livesignal_rooms_attached": ("Rooms with a socket attached here.", len(self._rooms)),
+            "livesignal_users_connected": ("Users with a socket here.", len(self._users)),
+        }
+
     # --- rooms -----------------------------------------------------------------------------
     @staticmethod
     def room_wire(event: RoomEvent) -> bytes:
         return room_event_wire(event)
 
-    async def attach(self, connection: Connection, live_id: str) -> None:
+    async def attach(self, connection: Connection, live_id: str) -> RoomFanout:
         """Add the socket to the room's fan-out; returns once the node's subscription is on."""
         fanout = self._rooms.get(live_id)
         if fanout is None:
@@ -135,15 +206,16 @@ class SocketHub:
                 fanout.ready.exception()  # retrieved: others waiting on it re-raise it
                 raise
             fanout.ready.set_result(None)
-            return
+            return fanout
         fanout.sockets[connection] = None
         await asyncio.shield(fanout.ready)
+        return fanout
 
     def detach(self, connection: Connection, live_id: str) -> None:
         fanout = self._rooms.get(live_id)
         if fanout is None:
             return
-        fanout.sockets.pop(connection, None)
+        fanout.remove(connection)
         if not fanout.sockets:
             del self._rooms[live_id]
             self.services.feed.unsubscribe_room(live_id, fanout.on_event)

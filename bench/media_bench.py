@@ -1,6 +1,6 @@
-"""Media gateway bench: /exchange latency, and the server CPU of one rtmp2rtc and one rtc2rtmp.
+"""Media gateway bench: /exchange latency, the server CPU of rtmp2rtc and rtc2rtmp, SFU scaling.
 
-    python bench/media_bench.py [--exchanges 100] [--seconds 10] [--json]
+    python bench/media_bench.py [--exchanges 100] [--seconds 10] [--json] [--only sfu]
 
 Everything runs on 127.0.0.1: nginx-rtmp (rendered from config/nginx-rtmp.conf on free
 ports), the gateway in a child process (so its CPU is measured alone, with
@@ -12,8 +12,13 @@ Measured:
 - /exchange latency: an aiortc offer (audio + video) to answer, p50 / p99 over N calls;
 - rtmp2rtc: ffmpeg pushes 640x360@25 H.264 + AAC, the gateway pulls it and passes the
   H.264 through to one aiortc subscriber (AAC -> Opus transcoded);
-- rtc2rtmp: one aiortc publisher (640x360@30), the gateway decodes it and encodes
-  H.264/AAC FLV to nginx-rtmp; reported with the publisher-only baseline subtracted.
+- rtc2rtmp: one aiortc publisher (640x360@30, its default offer: the gateway negotiates
+  H.264), the gateway remuxes its H.264 and encodes its Opus to AAC into FLV to nginx-rtmp;
+  reported with the publisher-only baseline subtracted;
+- SFU scaling: one aiortc publisher (640x360@30 VP8, video only) and 0, 1, 4 and 8 aiortc
+  subscribers; the gateway's CPU seconds per second over all its threads, read from
+  /proc/<pid>/stat (utime + stime), and how many decoders and encoders the gateway started
+  during the scenario (livesignal.media.census).
 """
 
 from __future__ import annotations
@@ -62,13 +67,21 @@ def free_port() -> int:
 def serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
+    from livesignal.media.census import CENSUS
     from livesignal.media.routes import add_media_routes
     from livesignal.signal.clock import SystemClock
 
     _loopback_ice()
 
     async def cpu(request: web.Request) -> web.Response:
-        return web.json_response({"cpu": time.process_time(), "wall": time.monotonic()})
+        decoders, encoders = CENSUS.totals()
+        return web.json_response(
+            {
+                "cpu": time.process_time(),
+                "wall": time.monotonic(),
+                "codecs": {"decoders": decoders, "encoders": encoders},
+            }
+        )
 
     app = web.Application()
     add_media_routes(app, make_settings(args), SystemClock())
@@ -184,6 +197,13 @@ def make_tracks() -> tuple[Any, Any]:
     return Video(), Audio()
 
 
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of process `pid` (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # after "pid (comm)": fields[0] is state (field 3), so utime (14) and stime (15) are 11, 12
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, session: Any, base: str) -> None:
         from livesignal.signal.auth import RtcTokenCodec, StreamUrls
@@ -218,11 +238,23 @@ class Bench:
         cpu1, wall1 = await self.cpu()
         return (cpu1 - cpu0) / (wall1 - wall0)
 
+    async def codecs(self) -> dict[str, Any]:
+        async with self.session.get(self.base + "/bench/cpu") as response:
+            data: dict[str, Any] = await response.json()
+        return data.get("codecs", {})
+
     async def connect(
-        self, room: str, user: str, publish: list[Any], subscribe: list[tuple[str, str]]
+        self,
+        room: str,
+        user: str,
+        publish: list[Any],
+        subscribe: list[tuple[str, str]],
+        *,
+        video_codec: str | None = None,
     ) -> tuple[Any, dict[str, Any], dict[str, int]]:
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
         from aiortc.mediastreams import MediaStreamError
+        from aiortc.rtcrtpsender import RTCRtpSender
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         counts: dict[str, int] = {}
@@ -243,6 +275,12 @@ class Bench:
             pc.addTrack(track)
         for _, kind in subscribe:
             pc.addTransceiver(kind, direction="recvonly")
+        if video_codec is not None:
+            codecs = RTCRtpSender.getCapabilities("video").codecs
+            wanted = [c for c in codecs if c.name in (video_codec, "rtx")]
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind == "video":
+                    transceiver.setCodecPreferences(wanted)
         await pc.setLocalDescription(await pc.createOffer())
         body = {
             "sdp": {"type": "offer", "sdp": pc.localDescription.sdp},
@@ -323,6 +361,55 @@ class Bench:
         await pc.close()
         return baseline, loaded
 
+    async def sfu_scaling(self, pid: int) -> list[dict[str, Any]]:
+        """One VP8 publisher, then 0, 1, 4 and 8 subscribers: the gateway's CPU for each."""
+        video, _ = make_tracks()
+        pub, reply, _ = await self.connect("sfu", "pub", [video], [], video_codec="VP8")
+        uri = reply["publishList"][0]["uri"]
+        viewers: list[tuple[Any, dict[str, int]]] = []
+        rows: list[dict[str, Any]] = []
+        codecs_before = await self.codecs()
+        try:
+            await asyncio.sleep(2)  # the publisher's connection settles
+            for count in (0, 1, 4, 8):
+                while len(viewers) < count:
+                    pc, _, counts = await self.connect(
+                        "sfu", f"viewer{len(viewers)}", [], [(uri, "video")]
+                    )
+                    viewers.append((pc, counts))
+                deadline = time.monotonic() + 20
+                while any(counts.get("video", 0) < 30 for _, counts in viewers):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("sfu: a subscriber receives no video")
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(1)
+                frames0 = [counts.get("video", 0) for _, counts in viewers]
+                cpu0, wall0 = proc_cpu_seconds(pid), time.monotonic()
+                await asyncio.sleep(self.args.seconds)
+                cpu1, wall1 = proc_cpu_seconds(pid), time.monotonic()
+                fps = [
+                    (counts.get("video", 0) - before) / (wall1 - wall0)
+                    for (_, counts), before in zip(viewers, frames0, strict=True)
+                ]
+                rows.append(
+                    {
+                        "subscribers": count,
+                        "cpu_s_per_s": (cpu1 - cpu0) / (wall1 - wall0),
+                        "min_subscriber_fps": min(fps) if fps else None,
+                        "codecs": {
+                            role: count - codecs_before.get(role, 0)
+                            for role, count in (await self.codecs()).items()
+                        },
+                    }
+                )
+        finally:
+            for index, (pc, _) in enumerate(viewers):
+                await self.post("/exit", "sfu", f"viewer{index}", None)
+                await pc.close()
+            await self.post("/exit", "sfu", "pub", None)
+            await pub.close()
+        return rows
+
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     import aiohttp
@@ -371,13 +458,17 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             async with aiohttp.ClientSession() as session:
                 run = Bench(args, session, f"http://127.0.0.1:{args.port}")
                 idle = await run.cpu_rate(1.0)
+                if args.only == "sfu":
+                    return {"sfu": await run.sfu_scaling(server.pid), "window_s": args.seconds}
                 latency = await run.exchange_latency()
                 rtmp2rtc = await run.rtmp2rtc(ffmpeg, procs)
                 baseline, loaded = await run.rtc2rtmp()
+                sfu = await run.sfu_scaling(server.pid)
         finally:
             for process in reversed(procs):
                 stop(process, signal.SIGINT if process is procs[0] else signal.SIGTERM)
     return {
+        "sfu": sfu,
         "exchange": latency,
         "idle_cpu_s_per_s": idle,
         "rtmp2rtc_cpu_s_per_s": rtmp2rtc,
@@ -396,6 +487,7 @@ def main() -> None:
     parser.add_argument("--exchanges", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=10.0, help="CPU measuring window")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--only", choices=["sfu"], help="run only this scenario")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rtmp-port", type=int, help=argparse.SUPPRESS)
@@ -409,6 +501,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
+    lines = sfu_table(result["sfu"])
+    if args.only == "sfu":
+        print("\n".join(lines))
+        return
     ex = result["exchange"]
     c2r = result["rtc2rtmp"]
     video = result["video"]
@@ -420,9 +516,32 @@ def main() -> None:
         f"rtc2rtmp (1 stream)    {c2r['push_cpu_s_per_s']:.3f} CPU s/s"
         f"  (with push {c2r['with_push_cpu_s_per_s']:.3f}"
         f" - publisher only {c2r['publisher_only_cpu_s_per_s']:.3f};"
-        f" {video}@30 -> H.264/AAC FLV)",
+        f" {video}@30 H.264 remuxed + Opus->AAC into FLV)",
+        "",
+        *lines,
     ]
     print("\n".join(lines))
+
+
+def sfu_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "SFU scaling: one 640x360@30 VP8 publisher (video only)",
+        "subscribers  gateway CPU s/s  per added subscriber  min subscriber fps  started",
+    ]
+    previous: dict[str, Any] | None = None
+    for row in rows:
+        added = ""
+        if previous is not None and row["subscribers"] > previous["subscribers"]:
+            step = row["subscribers"] - previous["subscribers"]
+            added = f"{(row['cpu_s_per_s'] - previous['cpu_s_per_s']) / step:+.3f}"
+        fps = row["min_subscriber_fps"]
+        codecs = ", ".join(f"{k} {v}" for k, v in sorted(row["codecs"].items())) or "-"
+        lines.append(
+            f"{row['subscribers']:>11}  {row['cpu_s_per_s']:>15.3f}  {added:>20}"
+            f"  {'-' if fps is None else f'{fps:.1f}':>18}  {codecs}"
+        )
+        previous = row
+    return lines
 
 
 if __name__ == "__main__":

@@ -124,7 +124,13 @@ def create_app(
     app.on_shutdown.append(lambda _app: hub.close_all())
     add_rest_routes(app)
     add_server_routes(app)
-    add_media_routes(app, settings, ctx.clock, _media_placement(backend, ctx.node_id))
+    add_media_routes(
+        app,
+        settings,
+        ctx.clock,
+        _media_placement(backend, ctx.node_id),
+        events=services.media_events,
+    )
     if run_sweeper:
         app.cleanup_ctx.append(_sweeping(services, sweep_interval(settings)))
     return app

@@ -117,13 +117,29 @@ class WsSettings:
 
 
 @dataclass
+class IceServer:
+    """One STUN or TURN server: the W3C RTCIceServer's fields (`urls` always a list)."""
+
+    urls: list[str]
+    username: str = ""
+    credential: str = ""
+
+
+@dataclass
 class MediaSettings:
-    # PROTOCOL §6's reachability keys. This version offers host candidates only: the keys are
-    # read, and anything but their defaults is refused at start-up rather than ignored.
-    ice_servers: list[Any] = field(default_factory=list)
-    public_ip: str = ""
-    udp_port_min: int = 0
+    """PROTOCOL §6: how the media gateway is reached from outside."""
+
+    ice_servers: list[IceServer] = field(default_factory=list)  # used and handed to clients
+    public_ip: str = ""  # advertised in answers instead of private host addresses
+    udp_port_min: int = 0  # 0/0 = any port; else every ICE host port is in [min, max]
     udp_port_max: int = 0
+
+    @property
+    def udp_ports(self) -> range | None:
+        """The ICE UDP ports as a range, or None for "any port"."""
+        if self.udp_port_min == self.udp_port_max == 0:
+            return None
+        return range(self.udp_port_min, self.udp_port_max + 1)
 
 
 @dataclass
@@ -173,7 +189,8 @@ class Settings:
         if secret and len(secret.encode()) < 32:
             raise SettingsError("auth.jwt_secret: must be at least 32 bytes (or empty)")
         _check_limits(self.limits)
-        _check_not_yet(self)
+        _check_ws(self.ws)
+        _check_media(self.media)
 
 
 def check_workers(settings: Settings) -> None:
@@ -292,20 +309,98 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 MAX_FLUSH_INTERVAL = 1.0  # a bound on the delay coalescing may add to every frame
 
 
-def _check_not_yet(settings: Settings) -> None:
-    """Keys of the contract this version reads but cannot honour yet: refused, not ignored."""
-    if not 0 <= settings.ws.flush_interval <= MAX_FLUSH_INTERVAL:
+def _check_ws(ws: WsSettings) -> None:
+    if not 0 <= ws.flush_interval <= MAX_FLUSH_INTERVAL:
         raise SettingsError(
             f"ws.flush_interval: must be 0 (write at once) .. {MAX_FLUSH_INTERVAL} seconds"
         )
-    media = settings.media
-    defaults = MediaSettings()
-    for key in ("ice_servers", "public_ip", "udp_port_min", "udp_port_max"):
-        if getattr(media, key) != getattr(defaults, key):
+
+
+# W3C / RFC 7064-7065 server URLs: scheme ":" host [":" port], and for TURN "?transport=".
+_ICE_URL = re.compile(
+    r"(?P<scheme>stuns?|turns?):"
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+    r"(?:\?transport=(?P<transport>udp|tcp))?"
+)
+MIN_UDP_PORT = 1024  # below it ports are privileged, and the range is the operator's firewall
+
+
+def _check_media(media: MediaSettings) -> None:
+    for index, server in enumerate(media.ice_servers):
+        _check_ice_server(f"media.ice_servers[{index}]", server)
+    if media.public_ip:
+        try:
+            address = ipaddress.ip_address(media.public_ip)
+        except ValueError as exc:
             raise SettingsError(
-                f"media.{key}: not supported in this version (the gateway offers host "
-                "candidates only); leave it at its default"
+                f"media.public_ip: {media.public_ip!r} is not an IP address (or empty)"
+            ) from exc
+        if address.is_unspecified or address.is_multicast:
+            raise SettingsError(
+                f"media.public_ip: {media.public_ip!r} cannot be advertised to clients"
             )
+    low, high = media.udp_port_min, media.udp_port_max
+    if (low, high) == (0, 0):
+        return
+    for name, port in (("media.udp_port_min", low), ("media.udp_port_max", high)):
+        if not MIN_UDP_PORT <= port <= 65535:
+            raise SettingsError(
+                f"{name}: {port} is not a UDP port in {MIN_UDP_PORT}..65535 (set both "
+                "udp_port_min and udp_port_max to 0 for any port)"
+            )
+    if low > high:
+        raise SettingsError(f"media.udp_port_min: {low} is above media.udp_port_max {high}")
+
+
+def _check_ice_server(where: str, server: IceServer) -> None:
+    if not isinstance(server, IceServer):
+        raise SettingsError(f"{where}: expected a table {{urls, username, credential}}")
+    if not server.urls:
+        raise SettingsError(f"{where}.urls: at least one stun:, stuns:, turn: or turns: URL")
+    for index, url in enumerate(server.urls):
+        match = _ICE_URL.fullmatch(url) if isinstance(url, str) else None
+        if match is None or int(match["port"] or 1) not in range(1, 65536):
+            raise SettingsError(
+                f"{where}.urls[{index}]: {url!r} is not a stun:, stuns:, turn: or turns: URL "
+                '("turn:host[:port][?transport=udp|tcp]")'
+            )
+        if match["transport"] and not match["scheme"].startswith("turn"):
+            raise SettingsError(f"{where}.urls[{index}]: {url!r}: only TURN URLs take ?transport")
+        if match["scheme"] == "turns" and match["transport"] == "udp":
+            raise SettingsError(f"{where}.urls[{index}]: {url!r}: turns: (TLS) runs over tcp")
+        if match["scheme"].startswith("turn") and not (server.username and server.credential):
+            raise SettingsError(
+                f"{where}: a TURN server needs a username and a credential ({url!r})"
+            )
+    for key in ("username", "credential"):
+        if not isinstance(getattr(server, key), str):
+            raise SettingsError(f"{where}.{key}: expected a string")
+
+
+def _ice_servers(name: str, value: Any) -> list[IceServer]:
+    """[[media.ice_servers]] tables as IceServers; `urls` may be one string or a list."""
+    if not isinstance(value, list):
+        raise SettingsError(f"{name}: expected a list of tables, got {value!r}")
+    servers = []
+    for index, table in enumerate(value):
+        where = f"{name}[{index}]"
+        if not isinstance(table, dict):
+            raise SettingsError(f"{where}: expected a table {{urls, username, credential}}")
+        unknown = sorted(set(table) - {"urls", "username", "credential"})
+        if unknown:
+            raise SettingsError(f"unknown config key {where}.{unknown[0]}")
+        urls = table.get("urls", [])
+        urls = [urls] if isinstance(urls, str) else urls
+        if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
+            raise SettingsError(f"{where}.urls: expected a list of strings, got {urls!r}")
+        for key in ("username", "credential"):
+            if not isinstance(table.get(key, ""), str):
+                raise SettingsError(f"{where}.{key}: expected a string, got {table[key]!r}")
+        servers.append(
+            IceServer(list(urls), table.get("username", ""), table.get("credential", ""))
+        )
+    return servers
 
 
 def _coerce(name: str, value: Any, expected: type) -> Any:
@@ -314,9 +409,7 @@ def _coerce(name: str, value: Any, expected: type) -> Any:
     if expected is float and isinstance(value, float) and not math.isfinite(value):
         raise SettingsError(f"{name}: expected a finite number, got {value!r}")
     if expected is list and name == "media.ice_servers":
-        if not isinstance(value, list):
-            raise SettingsError(f"{name}: expected a list of tables, got {value!r}")
-        return list(value)
+        return _ice_servers(name, value)
     if expected is list:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise SettingsError(f"{name}: expected a list of strings, got {value!r}")

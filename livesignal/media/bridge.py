@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from livesignal.media.errors import bad_body, shown
+from livesignal.media.feed import FeedTrack
 from livesignal.media.rtmp import RtmpPuller, RtmpPusher, redact
-from livesignal.media.sfu import MediaServer, Resource
-from livesignal.media.tracks import FeedTrack, SubscriberTrack
+from livesignal.media.sfu import MediaServer, Resource, ResourceListener
+from livesignal.media.tracks import SubscriberTrack
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +62,18 @@ class _Client:
 
 
 class StreamBridge:
-    def __init__(self, media: MediaServer, *, pull_timeout: float = 3.0) -> None:
+    def __init__(
+        self,
+        media: MediaServer,
+        *,
+        pull_timeout: float = 3.0,
+        announcer: ResourceListener | None = None,
+    ) -> None:
         self._media = media
         self._pull_timeout = pull_timeout
+        # Told when a pulled source stops (its resources are announced as gone, though they
+        # stay subscribable) and when it comes back (announced again, same uris).
+        self._announcer = announcer
         self._clients: dict[BridgeKey, _Client] = {}
         self._locks: dict[BridgeKey, asyncio.Lock] = {}
 
@@ -120,8 +130,19 @@ class StreamBridge:
             return
         _, room_id, user_id = key
         loop = asyncio.get_running_loop()
-        video = FeedTrack("video", encoded=True) if spec.video else None
+        video = FeedTrack("video", codec="h264") if spec.video else None
         audio = FeedTrack("audio") if spec.audio else None
+
+        def on_source(live: bool) -> None:
+            current = client.pull
+            if self._announcer is None or current is None or current.puller is not puller:
+                return  # a pull replaced or stopped since: its resources are withdrawn
+            for resource in current.resources:
+                if live:
+                    self._announcer.published(resource)
+                else:
+                    self._announcer.withdrawn(resource)
+
         puller = RtmpPuller(
             spec.url,
             loop,
@@ -129,6 +150,7 @@ class StreamBridge:
             audio=audio,
             open_timeout=self._pull_timeout,
             read_timeout=self._pull_timeout,
+            on_source=on_source,
         )
         resources = [
             self._media.publish(room_id, user_id, track.kind, spec.msid, track)
@@ -158,8 +180,9 @@ class StreamBridge:
         for name, spec in wanted.items():
             if name in client.pushes:
                 continue
+            # H.264 is remuxed as it is; anything else is decoded and encoded.
             tracks: list[SubscriberTrack] = [
-                self._media.subscribe(uri, accept_packets=False) for uri in spec.uris
+                self._media.subscribe(uri, codec=RtmpPusher.REMUXED_CODEC) for uri in spec.uris
             ]
             pusher = RtmpPusher(spec.url, loop, list(tracks))
             pusher.start()

@@ -18,8 +18,11 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from livesignal.media.announce import MediaEvents, ResourceAnnouncer
 from livesignal.media.bridge import PullSpec, PushSpec, StreamBridge
 from livesignal.media.errors import GatewayError, ResultCode, bad_body, bad_token, shown
+from livesignal.media.ice import IcePolicy
+from livesignal.media.ice import install as install_port_range
 from livesignal.media.placement import (
     FORWARDED_HEADER,
     Forwarder,
@@ -62,12 +65,15 @@ class MediaGateway:
     wechat: WechatGateway
     placement: Placement
     forwarder: Forwarder
+    ice: IcePolicy
+    announcer: ResourceAnnouncer
     node_port: int | None = None  # this process's own listener (forwarded requests only)
 
     async def close(self) -> None:
         await self.wechat.close()
         await self.bridge.close()
         await self.media.close()
+        await self.announcer.close()  # the withdrawals of shutdown go out too
         await self.placement.close()
         await self.forwarder.close()
 
@@ -83,10 +89,16 @@ def add_media_routes(
     settings: Settings,
     clock: Clock,
     placement: PlacementFactory = lambda _has_media: LocalPlacement(),
+    events: MediaEvents | None = None,
 ) -> None:
-    """`placement` makes, from "does this node have media for room X", where rooms live."""
-    media = MediaServer()
-    bridge = StreamBridge(media)
+    """`placement` makes, from "does this node have media for room X", where rooms live;
+    `events` sends media.published / media.unpublished to the live room of the same id."""
+    ice = IcePolicy.from_settings(settings.media)
+    if ice.udp_ports is not None:
+        install_port_range()
+    announcer = ResourceAnnouncer(events)
+    media = MediaServer(ice.rtc_servers(), udp_ports=ice.udp_ports, listener=announcer)
+    bridge = StreamBridge(media, announcer=announcer)
     streams = StreamUrls(settings.stream, settings.rtc)
     wechat = WechatGateway(media, bridge, streams, clock)
 
@@ -103,6 +115,8 @@ def add_media_routes(
         wechat=wechat,
         placement=placement(has_media),
         forwarder=Forwarder(),
+        ice=ice,
+        announcer=announcer,
     )
     app[GATEWAY_KEY] = gateway
     routes: dict[str, tuple[str, Handler]] = {
@@ -337,14 +351,18 @@ async def _exchange(request: web.Request) -> dict[str, Any]:
     body = await _json_object(request)
     offer = _offer(body)
     subscribe = _uris(body.get("subscribeList"), "subscribeList")
-    result = await request.app[GATEWAY_KEY].media.exchange(room_id, user_id, offer, subscribe)
+    gateway = request.app[GATEWAY_KEY]
+    result = await gateway.media.exchange(room_id, user_id, offer, subscribe)
     return {
-        "sdp": {"type": "answer", "sdp": result.answer},
+        "sdp": {"type": "answer", "sdp": gateway.ice.announce(result.answer)},
         "publishList": [r.describe() for r in result.published],
-        # (ext) which answer m-line carries each subscription; its track id is the uri too
+        # (ext) which answer m-line (mid) carries each subscription: match it to the client's
+        # transceiver.mid (the answer's a=msid names the uri too, but browsers make up their
+        # own remote track.id)
         "subscribeList": [
             {"uri": s.uri, "mid": s.mid, "mediaType": s.media_type} for s in result.subscribed
         ],
+        "iceServers": gateway.ice.client_servers(),  # (ext)
     }
 
 
@@ -411,7 +429,7 @@ async def _wechat_exchange(request: web.Request) -> dict[str, Any]:
     stream = result.push_url.split("?", 1)[0].rsplit("/", 1)[-1]
     with contextlib.suppress(RedisError, OSError):
         await gateway.placement.note_stream(stream, room_id)
-    return result.body()
+    return {**result.body(), "iceServers": gateway.ice.client_servers()}  # (ext)
 
 
 async def _wechat_exit(request: web.Request) -> dict[str, Any]:

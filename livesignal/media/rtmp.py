@@ -3,9 +3,10 @@
 rtmp2rtc (`RtmpPuller`): demux an RTMP (FLV) stream; H.264 passes through untouched apart
 from `h264_mp4toannexb` (FLV carries AVCC, RTP packetization wants Annex B start codes), so
 aiortc's H.264 encoder only packetizes it; AAC is decoded to s16/48 kHz for aiortc's Opus
-encoder. rtc2rtmp (`RtmpPusher`): encode subscribed frames to H.264/AAC, mux FLV in memory and
-publish the tags with `rtmp_publish.RtmpPublisher`. Everything blocking (network I/O, decode,
-encode) runs in the thread; the event loop only moves frames in and out.
+encoder. rtc2rtmp (`RtmpPusher`): remux subscribed H.264 packets as they are, encode other
+video and all audio frames to H.264/AAC, mux FLV in memory and publish the tags with
+`rtmp_publish.RtmpPublisher`. Everything blocking (network I/O, decode, encode) runs in the
+thread; the event loop only moves frames and packets in and out.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import av
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
 from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
 from av.packet import Packet
 from av.video.frame import VideoFrame
 
+from livesignal.media.bitstream import h264_picture_size
+from livesignal.media.census import CENSUS
+from livesignal.media.feed import FeedTrack
 from livesignal.media.rtmp_publish import FlvTagReader, RtmpError, RtmpPublisher
-from livesignal.media.tracks import FeedTrack
+from livesignal.media.tracks import SubscriberTrack
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +144,14 @@ class RtmpPuller(_Worker):
         audio: FeedTrack | None,
         open_timeout: float = 3.0,
         read_timeout: float = 3.0,
+        on_source: Callable[[bool], None] | None = None,
     ) -> None:
         super().__init__("pull", url, loop)
         self._video = video
         self._audio = audio
+        # Called on the event loop with True when the source comes (back), False when it stops.
+        self._on_source = on_source
+        self._source_live = False
         self._timeouts = (open_timeout, read_timeout)
         self._video_offset: int | None = None
         self._last_video_pts = 0
@@ -173,6 +181,13 @@ class RtmpPuller(_Worker):
             self._demux(container)
         finally:
             container.close()
+            self._report_source(False)
+
+    def _report_source(self, live: bool) -> None:
+        if live != self._source_live:
+            self._source_live = live
+            if self._on_source is not None:
+                self.call_soon(self._on_source, live)
 
     def _demux(self, container: Any) -> None:
         video_stream = next(
@@ -194,7 +209,10 @@ class RtmpPuller(_Worker):
             else None
         )
         resampler = AudioResampler(format="s16", layout="stereo", rate=OPUS_RATE)
+        if audio_stream is not None:
+            CENSUS.decoder_started("aac")
         logger.info("pull %s: connected", redact(self.url))
+        self._report_source(True)
         if self._video is not None:
             self.call_soon(self._video.restart_at_keyframe)
         self._video_offset = None
@@ -238,26 +256,35 @@ class RtmpPuller(_Worker):
 @dataclass(frozen=True, slots=True)
 class _Item:
     kind: str
-    frame: VideoFrame | AudioFrame
+    media: VideoFrame | AudioFrame | Packet[Any]  # a Packet: H.264 to remux
     arrival: float
+
+    @property
+    def starts_video(self) -> bool:
+        """Whether a video stream can start here: any frame, or an H.264 keyframe."""
+        return self.kind == "video" and (
+            not isinstance(self.media, Packet) or bool(self.media.is_keyframe)
+        )
 
 
 _STOP = object()
 
 
 class RtmpPusher(_Worker):
-    """rtc2rtmp: encodes the frames of `tracks` (at most one video, one audio) into one FLV
-    stream pushed to `url`; reconnects while running."""
+    """rtc2rtmp: muxes `tracks` (at most one video, one audio) into one FLV stream pushed to
+    `url`; reconnects while running. H.264 packets are remuxed as they are; frames are
+    encoded."""
 
+    REMUXED_CODEC = "h264"  # what the subscribed tracks hand over as packets
     VIDEO_BITRATE = 1_000_000
     AUDIO_BITRATE = 64_000
-    GOP_SECONDS = 2
+    GOP_SECONDS = 2  # encoded; remuxed video asks its publisher for a keyframe as often
 
     def __init__(
         self,
         url: Callable[[], str],
         loop: asyncio.AbstractEventLoop,
-        tracks: list[MediaStreamTrack],
+        tracks: list[SubscriberTrack],
     ) -> None:
         super().__init__("push", redact(url()), loop)
         self._url = url  # asked again on every reconnect: a push signature may expire
@@ -273,24 +300,43 @@ class RtmpPusher(_Worker):
             asyncio.ensure_future(self._pump(track), loop=self._loop) for track in self.tracks
         ]
 
-    async def _pump(self, track: MediaStreamTrack) -> None:
+    async def _pump(self, track: SubscriberTrack) -> None:
+        last_keyframe = time.monotonic()
+        broken = False  # a packet was dropped: later ones are undecodable until a keyframe
         try:
             while True:
-                frame = await track.recv()
-                if not isinstance(frame, VideoFrame | AudioFrame):
+                media = await track.recv()
+                now = time.monotonic()
+                if isinstance(media, Packet):
+                    if media.is_keyframe:
+                        last_keyframe, broken = now, False
+                    elif broken or now - last_keyframe > self.GOP_SECONDS:
+                        # RTMP players join at keyframes (nginx-rtmp `wait_key`), and a
+                        # WebRTC publisher sends one only when asked.
+                        track.request_keyframe()
+                    if broken:
+                        continue
+                elif not isinstance(media, VideoFrame | AudioFrame):
                     continue
                 try:
-                    self._queue.put_nowait(_Item(track.kind, frame, time.monotonic()))
+                    self._queue.put_nowait(_Item(track.kind, media, now))
                 except queue.Full:
+                    broken = broken or isinstance(media, Packet)
                     self._dropped += 1
                     if self._dropped % 100 == 1:
                         logger.warning(
-                            "push %s: encoder behind, dropped %d frames",
+                            "push %s: muxer behind, dropped %d frames",
                             redact(self.url),
                             self._dropped,
                         )
         except MediaStreamError:
             pass
+
+    def _request_keyframes(self) -> None:
+        """From the push thread: ask the remuxed video's publisher for a keyframe."""
+        for track in self.tracks:
+            if track.kind == "video":
+                self.call_soon(track.request_keyframe)
 
     def request_stop(self) -> None:
         super().request_stop()
@@ -331,12 +377,17 @@ class RtmpPusher(_Worker):
         return item
 
     def _push_once(self) -> None:
-        # The FLV header needs the picture size: wait for the first video frame.
+        # The FLV header needs the picture size: wait for the first video frame (a keyframe,
+        # when remuxing).
         first: _Item | None = None
         while first is None and not self.stopping:
             item = self._next()
-            if item is not None and (item.kind == "video" or not self.has_video):
+            if item is None:
+                continue
+            if item.starts_video or not self.has_video:
                 first = item
+            elif item.kind == "video":
+                self._request_keyframes()
         if first is None:
             return
         has_audio = any(t.kind == "audio" for t in self.tracks)
@@ -354,7 +405,7 @@ class RtmpPusher(_Worker):
 
 
 class _FlvSession:
-    """One open FLV output with its encoders (push thread only)."""
+    """One open FLV output with its encoders or remuxed H.264 (push thread only)."""
 
     def __init__(self, url: str, first: _Item, video: bool, audio: bool) -> None:
         self.t0 = first.arrival
@@ -365,6 +416,7 @@ class _FlvSession:
         self._last_video_pts = -1
         self._audio_pts: int | None = None
         self._resampler: AudioResampler | None = None
+        self._parameter_sets: Any = None  # remuxing: puts the SPS/PPS where FLV wants them
         # PyAV muxes FLV into memory and RtmpPublisher sends the tags (see rtmp_publish.py
         # for why PyAV does not open the RTMP URL itself).
         self.publisher = RtmpPublisher(url)
@@ -389,8 +441,10 @@ class _FlvSession:
                 "max_interleave_delta": "500000",
             },
         )
-        if video:
-            frame = first.frame
+        if video and isinstance(first.media, Packet):
+            self._open_remux(first.media)
+        elif video:
+            frame = first.media
             assert isinstance(frame, VideoFrame)
             self.size = (frame.width - frame.width % 2, frame.height - frame.height % 2)
             stream = self.container.add_stream("libx264", rate=30)
@@ -413,31 +467,65 @@ class _FlvSession:
                 format="fltp", layout="stereo", rate=AAC_RATE, frame_size=1024
             )
 
+    def _open_remux(self, keyframe: Packet[Any]) -> None:
+        """An H.264 stream without a codec context: the packets go into FLV untouched.
+
+        FLV wants the SPS/PPS once, in its AVC sequence header, and length-prefixed NAL
+        units; forwarded H.264 is Annex B with the SPS/PPS in each keyframe. The
+        `extract_extradata` filter hands the first SPS/PPS to the muxer as new extradata,
+        which makes FFmpeg's FLV muxer write the sequence header and convert each packet.
+        """
+        self.size = h264_picture_size(bytes(keyframe)) or (0, 0)
+        stream = self.container.add_mux_stream("h264", width=self.size[0], height=self.size[1])
+        stream.time_base = MS
+        self._parameter_sets = av.bitstream.BitStreamFilterContext("extract_extradata", stream)
+        self.video = stream
+
     def write(self, item: _Item) -> None:
         if item.kind == "video" and self.video is not None:
             self._write_video(item)
         elif item.kind == "audio" and self.audio is not None:
             self._write_audio(item)
 
+    def _video_pts(self, arrival: float) -> int:
+        pts = max(int((arrival - self.t0) * 1000), self._last_video_pts + 1)
+        self._last_video_pts = pts
+        return pts
+
     def _write_video(self, item: _Item) -> None:
-        shared = item.frame
-        assert isinstance(shared, VideoFrame)
+        shared = item.media
+        if isinstance(shared, Packet):
+            self._remux_video(shared, item.arrival)
+            return
+        assert isinstance(shared, VideoFrame) and self._parameter_sets is None
         # MediaRelay hands the same frame object to every subscriber's encoder: work on a
         # private copy so that setting pts here cannot race with their timestamps.
         if (shared.width, shared.height) == self.size and shared.format.name == "yuv420p":
             frame = VideoFrame.from_ndarray(shared.to_ndarray(), format="yuv420p")
         else:
             frame = shared.reformat(width=self.size[0], height=self.size[1], format="yuv420p")
-        pts = max(int((item.arrival - self.t0) * 1000), self._last_video_pts + 1)
-        self._last_video_pts = pts
-        frame.pts = pts
+        frame.pts = self._video_pts(item.arrival)
         frame.time_base = MS
         frame.pict_type = av.video.frame.PictureType.NONE
         for packet in self.video.encode(frame):
             self.container.mux(packet)
 
+    def _remux_video(self, shared: Packet[Any], arrival: float) -> None:
+        if self._parameter_sets is None:
+            return  # an encoding session (cannot happen: one resource, one kind of media)
+        # Every forwarding subscriber's sender reads the same packet on the event loop: mux
+        # a private copy so that its timestamps here cannot race with theirs.
+        packet = Packet(bytes(shared))
+        packet.pts = packet.dts = self._video_pts(arrival)
+        packet.time_base = MS
+        packet.is_keyframe = bool(shared.is_keyframe)
+        packet.stream = self.video
+        for out in self._parameter_sets.filter(packet):
+            out.stream = self.video
+            self.container.mux(out)
+
     def _write_audio(self, item: _Item) -> None:
-        shared = item.frame
+        shared = item.media
         assert isinstance(shared, AudioFrame) and self._resampler is not None
         wall = int((item.arrival - self.t0) * shared.sample_rate)
         if wall < 0:
@@ -459,7 +547,7 @@ class _FlvSession:
 
     def flush(self) -> None:
         for stream in (self.video, self.audio):
-            if stream is not None:
+            if stream is not None and stream.codec_context is not None:  # encoders only
                 for packet in stream.encode(None):
                     self.container.mux(packet)
 

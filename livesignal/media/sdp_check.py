@@ -22,6 +22,9 @@ class OfferError(ValueError):
 
 MAX_MEDIA_SECTIONS = 64  # one per track a client sends or receives; bounds sockets per offer
 MAX_MID_LENGTH = 32  # the mid travels in an RTP header extension
+# RFC 8830's msid-id is at most 64 characters; the stream id reaches every member of the room
+# in media.published, so it is bounded like every other value a client makes the server relay.
+MAX_MSID_ID_LENGTH = 64
 # Lines aiortc/aioice handle in quadratic time (each new one is compared with all before it):
 # 1 MiB of them blocks the event loop for seconds. Browsers send a handful per m-line.
 MAX_LINES_PER_SECTION = {"candidate": 64, "ssrc": 64}
@@ -175,6 +178,8 @@ def _check_msid(value: str) -> str | None:
     ids = value.split()
     if not 1 <= len(ids) <= 2 or " ".join(ids) != value:
         return "is not <stream id> [<track id>]"
+    if any(len(part) > MAX_MSID_ID_LENGTH for part in ids):
+        return f"has an id over {MAX_MSID_ID_LENGTH} characters"
     return None
 
 

@@ -14,7 +14,7 @@ import logging
 import secrets
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import (
     RTCConfiguration,
@@ -27,8 +27,17 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from livesignal.media import sdp, sdp_check
+from livesignal.media.aiortc_taps import (
+    FORWARDED_CODECS,
+    forward_keyframe_requests,
+    negotiated_codec,
+    tap_encoded_frames,
+)
+from livesignal.media.census import CENSUS
 from livesignal.media.errors import GatewayError, bad_body, shown
-from livesignal.media.tracks import FeedTrack, SubscriberTrack
+from livesignal.media.feed import FeedTrack
+from livesignal.media.ice import ports_for_new_peers
+from livesignal.media.tracks import SubscriberTrack
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +91,26 @@ class Peer:
     closed: bool = False
 
 
+class ResourceListener(Protocol):
+    """Told of every resource the media server registers and removes (room events)."""
+
+    def published(self, resource: Resource) -> None: ...
+
+    def withdrawn(self, resource: Resource) -> None: ...
+
+
 class MediaServer:
-    def __init__(self, ice_servers: list[RTCIceServer] | None = None) -> None:
+    def __init__(
+        self,
+        ice_servers: list[RTCIceServer] | None = None,
+        *,
+        udp_ports: range | None = None,
+        listener: ResourceListener | None = None,
+    ) -> None:
         # An explicit empty list keeps aiortc from contacting its default public STUN server.
         self._ice_servers = list(ice_servers or [])
+        self._udp_ports = udp_ports  # ICE host ports of new peers (livesignal.media.ice)
+        self._listener = listener
         self._relay = MediaRelay()
         self._resources: dict[str, Resource] = {}
         self._peers: dict[ClientKey, Peer] = {}
@@ -107,6 +132,8 @@ class MediaServer:
         resource.drain = self._spawn(_drain(drain_proxy), f"livesignal-media-drain-{uri}")
         self._resources[uri] = resource
         logger.info("room %s: %s published %s %s", room_id, user_id, kind, uri)
+        if self._listener is not None:
+            self._listener.published(resource)
         return resource
 
     def withdraw(self, uri: str) -> None:
@@ -115,6 +142,8 @@ class MediaServer:
             return
         resource.source.stop()  # ends MediaRelay's reader, every proxy and the drain
         logger.info("room %s: %s withdrew %s", resource.room_id, resource.user_id, uri)
+        if self._listener is not None:
+            self._listener.withdrawn(resource)
 
     def resource(self, uri: str) -> Resource | None:
         return self._resources.get(uri)
@@ -122,12 +151,13 @@ class MediaServer:
     def resources(self, room_id: str) -> list[Resource]:
         return [r for r in self._resources.values() if r.room_id == room_id]
 
-    def subscribe(self, uri: str, *, accept_packets: bool) -> SubscriberTrack:
-        """A track that delivers resource `uri` (for rtc2rtmp and other in-process readers)."""
+    def subscribe(self, uri: str, *, codec: str | None) -> SubscriberTrack:
+        """A track that delivers resource `uri` (for rtc2rtmp and other in-process readers):
+        packets when the resource is encoded in `codec`, frames otherwise."""
         resource = self._resources.get(uri)
         if resource is None:
             raise KeyError(uri)
-        track = SubscriberTrack(resource.kind, self._relay, accept_packets=accept_packets)
+        track = SubscriberTrack(resource.kind, self._relay, codec=codec)
         track.attach(uri, resource.source)
         return track
 
@@ -158,7 +188,8 @@ class MediaServer:
     ) -> ExchangeResult:
         key = (room_id, user_id)
         async with self._lock(key):
-            return await self._exchange(key, offer, subscribe)
+            with ports_for_new_peers(self._udp_ports):
+                return await self._exchange(key, offer, subscribe)
 
     async def exit(self, room_id: str, user_id: str) -> bool:
         """Tear the client's connection down; False if it had none."""
@@ -190,19 +221,14 @@ class MediaServer:
             await self._close_peer(peer)
             peer = None
 
-        passthrough_mids = {
-            mid
-            for mid, resource in plan.items()
-            if resource.source.encoded and _section(info, mid).has_codec("H264")
-        }
-        offer = sdp.prefer_codec(offer, passthrough_mids, "H264")
+        offer = _prefer_codecs(offer, info, plan)
 
         created = peer is None
         if peer is None:
             pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
             peer = Peer(key=key, pc=pc, offer=info)
         try:
-            await self._negotiate(peer, offer, info, plan, passthrough_mids)
+            await self._negotiate(peer, offer, info, plan)
         except BaseException:
             # aiortc's state after a failed negotiation is not worth trusting: drop it all,
             # a half-created connection included, so no socket or task outlives the reply.
@@ -239,22 +265,15 @@ class MediaServer:
         offer: str,
         info: sdp.SessionInfo,
         plan: dict[str, Resource],
-        passthrough_mids: set[str],
     ) -> None:
         with _refused_by_aiortc(peer.key):
             await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-        self._apply(peer, info, plan, passthrough_mids)  # ours: an error here is a bug (50000)
+        self._apply(peer, info, plan)  # ours: an error here is a bug (50000)
         with _refused_by_aiortc(peer.key):
             answer = await peer.pc.createAnswer()
             await peer.pc.setLocalDescription(answer)
 
-    def _apply(
-        self,
-        peer: Peer,
-        info: sdp.SessionInfo,
-        plan: dict[str, Resource],
-        passthrough_mids: set[str],
-    ) -> None:
+    def _apply(self, peer: Peer, info: sdp.SessionInfo, plan: dict[str, Resource]) -> None:
         room_id, user_id = peer.key
         sections = {m.mid: m for m in info.media}
         for transceiver in peer.pc.getTransceivers():
@@ -265,7 +284,7 @@ class MediaServer:
             # publishing: the client sends on this m-line
             remote = transceiver.receiver.track
             if section.client_sends and mid not in peer.published and remote is not None:
-                source = FeedTrack(section.kind)
+                source = _received_source(transceiver, section.kind)
                 msid = section.msid_stream or mid
                 resource = self.publish(room_id, user_id, section.kind, msid, source)
                 peer.published[mid] = resource
@@ -279,12 +298,12 @@ class MediaServer:
             slot = peer.slots.get(mid)
             if target is not None:
                 if slot is None:
-                    slot = SubscriberTrack(
-                        section.kind, self._relay, accept_packets=mid in passthrough_mids
-                    )
+                    # The sender's codec is fixed when it starts: the one negotiated now.
+                    codec = negotiated_codec(transceiver)
+                    slot = SubscriberTrack(section.kind, self._relay, codec=codec)
+                    forward_keyframe_requests(transceiver.sender, slot.request_keyframe)
                     peer.slots[mid] = slot
                 if slot.uri != target.uri:  # uris are never reused, so equal = same source
-                    slot.accept_packets = mid in passthrough_mids
                     slot.attach(target.uri, target.source)
                 transceiver.sender.replaceTrack(slot)
             elif slot is not None and slot.uri:
@@ -381,6 +400,42 @@ def _section(info: sdp.SessionInfo, mid: str) -> sdp.MediaSection:
     return next(m for m in info.media if m.mid == mid)
 
 
+def _prefer_codecs(offer: str, info: sdp.SessionInfo, plan: dict[str, Resource]) -> str:
+    """Reorder the offer's codecs so that aiortc answers with the ones worth forwarding.
+
+    A subscribed m-line takes its resource's codec when the client offers it: the packets
+    are then forwarded as they are. A published video m-line takes H.264 when offered: an
+    rtc2rtmp push then remuxes it into FLV instead of encoding it. A subscription's choice
+    wins on an m-line that does both.
+    """
+    chosen: dict[str, str] = {}  # mid -> codec
+    for section in info.media:
+        if section.kind == "video" and section.client_sends and section.has_codec("H264"):
+            chosen[section.mid] = "h264"
+    for mid, resource in plan.items():
+        codec = resource.source.codec
+        if codec is not None and _section(info, mid).has_codec(codec):
+            chosen[mid] = codec
+    for codec in set(chosen.values()):
+        offer = sdp.prefer_codec(offer, {mid for mid, c in chosen.items() if c == codec}, codec)
+    return offer
+
+
+def _received_source(transceiver: RTCRtpTransceiver, kind: str) -> FeedTrack:
+    """The source track of what the client publishes on this transceiver.
+
+    Encoded frames are tapped out of aiortc's receiver before decoding when the codec is one
+    the gateway forwards; otherwise aiortc decodes them and the source carries frames.
+    """
+    codec = negotiated_codec(transceiver)
+    if codec in FORWARDED_CODECS:
+        source = FeedTrack(kind, codec=codec)
+        if tap_encoded_frames(transceiver.receiver, source):
+            return source
+    CENSUS.decoder_started(f"aiortc-{codec or kind}")
+    return FeedTrack(kind)
+
+
 def _plan_subscriptions(
     info: sdp.SessionInfo, wanted: list[Resource], peer: Peer | None
 ) -> dict[str, Resource]:
@@ -425,7 +480,8 @@ def _set_direction(
 
 
 async def _pump(remote: MediaStreamTrack, source: FeedTrack) -> None:
-    """Move a publisher's received frames into the resource's source track."""
+    """Move a publisher's decoded frames into the resource's source track, and end it when
+    the received track ends (a tapped receiver's track carries nothing but its end)."""
     try:
         while True:
             source.feed(await remote.recv())

@@ -1,108 +1,35 @@
-"""The two track types the gateway moves media through.
+"""`SubscriberTrack`: what a subscriber's RTCRtpSender (or an rtc2rtmp push) reads.
 
-`FeedTrack` is the source of every published resource: a WebRTC publisher's received track
-is pumped into one, and the RTMP puller feeds one from its thread. MediaRelay fans a
-FeedTrack out to subscribers.
+Its source resource can be attached, swapped and detached while the sender keeps running:
+aiortc's sender stops for good when its track raises MediaStreamError, so a withdrawn
+resource must not end it.
 
-`SubscriberTrack` is what a subscriber's RTCRtpSender (or an rtc2rtmp push) reads. Its source
-can be attached, swapped and detached while the sender keeps running: aiortc's sender stops
-for good when its track raises MediaStreamError, so a withdrawn resource must not end it.
+It forwards the source's packets as they are when its consumer takes the source's codec
+(`codec`): aiortc's sender then only packetizes them (`Encoder.pack`), nothing is decoded or
+encoded. Otherwise it hands out frames, decoded once per resource by a `SharedDecoder` when
+the source is encoded, and its consumer encodes them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING
 
-import av
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.frame import Frame
-from av.packet import Packet
-from av.video.codeccontext import VideoCodecContext
+
+from livesignal.media.census import CENSUS
+from livesignal.media.decoding import SharedDecoder, shared_decoder
+from livesignal.media.feed import MAX_BACKLOG, FeedTrack, catch_up
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from livesignal.media.feed import Media
 
-    # Packet is generic only in PyAV's stubs, so the alias exists for the type checker only.
-    Media: TypeAlias = Frame | Packet[Any]
+__all__ = ["FeedTrack", "SubscriberTrack"]
 
 logger = logging.getLogger(__name__)
-
-# A GOP longer than this (about 20 s at 30 fps) is not cached: late joiners wait for the
-# next keyframe instead of the gateway holding unbounded memory.
-MAX_GOP_PACKETS = 600
-# A consumer this far behind is broken; dropping is better than growing without bound.
-MAX_BACKLOG = 500
-
-
-def is_keyframe(item: Media) -> bool:
-    return isinstance(item, Packet) and bool(item.is_keyframe)
-
-
-class FeedTrack(MediaStreamTrack):
-    """A live source fed by `feed()`; keeps the current GOP when it carries encoded video."""
-
-    def __init__(self, kind: str, *, encoded: bool = False) -> None:
-        super().__init__()
-        self.kind = kind
-        self.encoded = encoded
-        self._queue: asyncio.Queue[Media | None] = asyncio.Queue()
-        self._gop: list[Packet[Any]] = []
-        self._waiting_for_keyframe = encoded
-        self._dropped = 0
-
-    def feed(self, item: Media) -> None:
-        """Queue one frame or packet (event-loop thread only)."""
-        if self.readyState != "live":
-            return
-        if self._waiting_for_keyframe:
-            if not is_keyframe(item):
-                return  # undecodable without the keyframe it depends on
-            self._waiting_for_keyframe = False
-        if self._queue.qsize() >= MAX_BACKLOG:
-            self._queue.get_nowait()
-            self._dropped += 1
-            if self._dropped % 100 == 1:
-                logger.warning("feed %s: consumer is behind, dropped %d", self.id, self._dropped)
-            if self.encoded:
-                self._waiting_for_keyframe = True
-        self._queue.put_nowait(item)
-
-    def restart_at_keyframe(self) -> None:
-        """After a source reconnect: drop packets until the next keyframe."""
-        if self.encoded:
-            self._waiting_for_keyframe = True
-
-    def gop_snapshot(self) -> list[Packet[Any]]:
-        """The packets relayed since the last keyframe, that keyframe first."""
-        return list(self._gop)
-
-    async def recv(self) -> Media:
-        if self.readyState != "live":
-            raise MediaStreamError
-        item = await self._queue.get()
-        if item is None:
-            self.stop()
-            raise MediaStreamError
-        # Cache at recv time: MediaRelay hands this item to every proxy in the same
-        # synchronous step, which is what makes SubscriberTrack's priming race-free.
-        if self.encoded and isinstance(item, Packet):
-            if item.is_keyframe:
-                self._gop = [item]
-            elif self._gop and len(self._gop) < MAX_GOP_PACKETS:
-                self._gop.append(item)
-            else:
-                self._gop = []
-        return item
-
-    def stop(self) -> None:
-        if self.readyState == "live":
-            self._queue.put_nowait(None)  # wakes a pending recv()
-        self._gop = []
-        super().stop()
 
 
 class SubscriberTrack(MediaStreamTrack):
@@ -113,17 +40,27 @@ class SubscriberTrack(MediaStreamTrack):
     find a backlog of stale media when it starts.
     """
 
-    def __init__(self, kind: str, relay: MediaRelay, *, accept_packets: bool) -> None:
+    def __init__(self, kind: str, relay: MediaRelay, *, codec: str | None) -> None:
         super().__init__()
         self.kind = kind
         self.uri = ""
-        self.accept_packets = accept_packets
+        # The codec whose packets the consumer sends as they are (an RTCRtpSender's
+        # negotiated codec); None for a consumer that takes frames only.
+        self.codec = codec.lower() if codec else None
         self._relay = relay
         self._queue: asyncio.Queue[Media | None] = asyncio.Queue()
         self._latest_only = False
         self._source: FeedTrack | None = None
+        self._decoder: SharedDecoder | None = None
         self._consuming = False
         self._forwarder: asyncio.Task[None] | None = None
+        self._encoder_counted = False
+
+    @property
+    def forwards_packets(self) -> bool:
+        """Whether the attached source's packets reach the consumer untouched."""
+        source = self._source
+        return source is not None and source.encoded and source.codec == self.codec
 
     def attach(self, uri: str, source: FeedTrack) -> None:
         self.detach()
@@ -137,41 +74,61 @@ class SubscriberTrack(MediaStreamTrack):
         source = self._source
         if source is None or self._forwarder is not None:
             return
-        decode = source.encoded and not self.accept_packets
+        if self.forwards_packets:
+            # Packets must not be dropped: every one after the keyframe is a reference.
+            self._latest_only = False
+            proxy = self._relay.subscribe(source, buffered=True)
+            if not source.gop_snapshot():
+                source.request_keyframe()  # a late joiner must not wait for the next GOP
+            self._forwarder = asyncio.create_task(
+                self._forward(proxy, source), name=f"livesignal-media-forward-{self.uri}"
+            )
+            return
+        frames = source
+        if source.encoded:
+            self._decoder = shared_decoder(source, self._relay)
+            frames = self._decoder.acquire()
         # Decoded video is taken latest-frame-only so a slow encoder never builds latency;
-        # packets and audio must not be dropped.
-        self._latest_only = source.kind == "video" and not source.encoded
-        proxy = self._relay.subscribe(source, buffered=not self._latest_only)
+        # audio must not be dropped.
+        self._latest_only = source.kind == "video"
+        proxy = self._relay.subscribe(frames, buffered=not self._latest_only)
         self._forwarder = asyncio.create_task(
-            self._forward(proxy, source, decode), name=f"livesignal-media-forward-{self.uri}"
+            self._forward(proxy, None), name=f"livesignal-media-forward-{self.uri}"
         )
 
     def detach(self) -> None:
         if self._forwarder is not None:
             self._forwarder.cancel()
             self._forwarder = None
+        if self._decoder is not None:
+            self._decoder.release()
+            self._decoder = None
         self._source = None
         self.uri = ""
         while not self._queue.empty():  # what is left belongs to the old source
             self._queue.get_nowait()
 
-    async def _forward(self, proxy: MediaStreamTrack, source: FeedTrack, decode: bool) -> None:
-        decoder = av.CodecContext.create("h264", "r") if decode else None
-        loop = asyncio.get_running_loop()
-        primed = not source.encoded
+    def request_keyframe(self) -> None:
+        """The consumer lost pictures (the subscriber sent PLI or FIR).
+
+        Forwarded packets come from the publisher, so the request goes on to it. Frames are
+        encoded by the consumer itself, which already makes its next frame a keyframe.
+        """
+        if self._source is not None and self.forwards_packets:
+            self._source.request_keyframe()
+
+    async def _forward(self, proxy: MediaStreamTrack, packets_of: FeedTrack | None) -> None:
+        """Move items from `proxy` into the queue; `packets_of` starts them at a keyframe."""
         try:
             while True:
                 item = await proxy.recv()
-                items: Iterable[Media] = [item]
-                if not primed:
-                    primed_items = _prime(source, item)
-                    if primed_items is None:
-                        continue  # joined mid-GOP with no cache: wait for a keyframe
-                    items = primed_items
-                    primed = True
-                if decoder is not None:
-                    packets = [p for p in items if isinstance(p, Packet)]
-                    items = await loop.run_in_executor(None, _decode, decoder, packets)
+                items = [item]
+                if packets_of is not None:
+                    caught_up = catch_up(packets_of, item)
+                    if caught_up is None:
+                        packets_of.request_keyframe()
+                        continue  # joined mid-GOP: undecodable until the next keyframe
+                    items, packets_of = caught_up, None
                 for one in items:
                     self._put(one)
         except MediaStreamError:
@@ -196,6 +153,9 @@ class SubscriberTrack(MediaStreamTrack):
         item = await self._queue.get()
         if item is None:
             raise MediaStreamError
+        if isinstance(item, Frame) and not self._encoder_counted:
+            self._encoder_counted = True  # a consumer given frames encodes them
+            CENSUS.encoder_started(self.kind)
         return item
 
     def stop(self) -> None:
@@ -203,36 +163,3 @@ class SubscriberTrack(MediaStreamTrack):
         if self.readyState == "live":
             self._queue.put_nowait(None)
         super().stop()
-
-
-def _prime(source: FeedTrack, first: Media) -> list[Media] | None:
-    """The GOP-cache prefix for a new subscriber whose first live item is `first`.
-
-    The proxy was registered before `first` was relayed, so every cached packet before
-    `first` was missed and every one after it is still coming through the proxy.
-    """
-    cache = source.gop_snapshot()
-    for index, cached in enumerate(cache):
-        if cached is first:
-            return [*cache[:index], first]
-    if is_keyframe(first):
-        return [first]
-    return None
-
-
-def _decode(decoder: VideoCodecContext, packets: list[Packet[Any]]) -> list[Media]:
-    """Decode pass-through H.264 for a consumer that needs frames (runs in an executor)."""
-    frames: list[Media] = []
-    for packet in packets:
-        try:
-            decoded = decoder.decode(packet)
-        except av.FFmpegError as exc:
-            logger.debug("dropping undecodable packet: %s", exc)
-            continue
-        for frame in decoded:
-            if frame.pts is None:
-                frame.pts = packet.pts
-            if frame.time_base is None:
-                frame.time_base = packet.time_base or fractions.Fraction(1, 1000)
-            frames.append(frame)
-    return frames

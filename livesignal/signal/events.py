@@ -16,6 +16,8 @@ ANCHOR_OFFLINE = "anchor.offline"
 ANCHOR_ONLINE = "anchor.online"
 CHAT_MESSAGE = "chat.message"
 PK_STATE = "pk.state"
+MEDIA_PUBLISHED = "media.published"  # the media gateway's resources of the room (PROTOCOL §6)
+MEDIA_UNPUBLISHED = "media.unpublished"
 
 # User-directed events: to every socket of one user, no live_id, no seq.
 RELAY_INVITED = "relay.invited"

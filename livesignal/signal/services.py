@@ -12,6 +12,7 @@ from livesignal.signal.chat import ChatService
 from livesignal.signal.context import ServiceContext
 from livesignal.signal.feed import EventFeed
 from livesignal.signal.identities import Identities
+from livesignal.signal.media_events import MediaEventService
 from livesignal.signal.presence import PresenceService
 from livesignal.signal.rates import UserRates
 from livesignal.signal.relay import RelayService
@@ -30,6 +31,7 @@ class Services:
     rooms: RoomService
     sweeper: Sweeper
     chat: ChatService
+    media_events: MediaEventService
     rates: UserRates
     feed: EventFeed
     _ctx: ServiceContext
@@ -63,6 +65,7 @@ def build_services(ctx: ServiceContext) -> Services:
         rooms=rooms,
         sweeper=sweeper,
         chat=ChatService(ctx, rates),
+        media_events=MediaEventService(ctx),
         rates=rates,
         feed=EventFeed(ctx.broker),
         _ctx=ctx,

@@ -14,7 +14,7 @@ from typing import Any
 import av
 import numpy as np
 from aiohttp.test_utils import TestClient
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 # No STUN: every candidate is a loopback host candidate (see conftest).
@@ -127,6 +127,7 @@ async def connect(
     *,
     publish: list[MediaStreamTrack] | None = None,
     subscribe: list[tuple[str, str]] | None = None,  # (uri, kind)
+    video_codec: str | None = None,  # offer only this video codec ("VP8", "H264")
 ) -> RtcClient:
     """One /exchange: publish `publish`, receive each `subscribe` on its own recvonly line."""
     pc = RTCPeerConnection(CONFIG)
@@ -142,6 +143,12 @@ async def connect(
         pc.addTrack(track)
     for _, kind in subscribe or []:
         pc.addTransceiver(kind, direction="recvonly")
+    if video_codec is not None:
+        codecs = RTCRtpSender.getCapabilities("video").codecs
+        only = [c for c in codecs if c.name in (video_codec, "rtx")]
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "video":
+                transceiver.setCodecPreferences(only)
     await pc.setLocalDescription(await pc.createOffer())
     body = {
         "sdp": {"type": "offer", "sdp": pc.localDescription.sdp},

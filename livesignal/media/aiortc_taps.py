@@ -86,26 +86,36 @@ def tap_encoded_frames(receiver: RTCRtpReceiver, feed: FeedTrack) -> bool:
     """
     if feed.codec not in FORWARDED_CODECS:
         return False
-    if getattr(receiver, _STARTED, True) or not isinstance(
-        getattr(receiver, _DECODER_QUEUE, None), queue.Queue
+    if (
+        getattr(receiver, _STARTED, True)
+        or not isinstance(getattr(receiver, _DECODER_QUEUE, None), queue.Queue)
+        or not callable(getattr(receiver, "_send_rtcp_pli", None))
     ):
         logger.warning("aiortc receiver internals changed: %s is decoded", feed.kind)
         return False
     mismatched = False
+    failed = False
 
     def on_frame(codec: RTCRtpCodecParameters, frame: JitterFrame) -> None:
-        nonlocal mismatched
-        name = codec.name.lower()
-        if name != feed.codec:
-            if not mismatched:
-                mismatched = True
-                logger.warning("publisher switched from %s to %s: dropped", feed.codec, name)
-            return
-        packet = Packet(frame.data)
-        packet.pts = packet.dts = frame.timestamp
-        packet.time_base = fractions.Fraction(1, codec.clockRate)
-        packet.is_keyframe = is_keyframe(name, frame.data)
-        feed.feed(packet)
+        # Runs inside aiortc's RTP handling: an exception here would end the publisher's
+        # whole DTLS transport, so a bug costs the frame (logged once), never the connection.
+        nonlocal mismatched, failed
+        try:
+            name = codec.name.lower()
+            if name != feed.codec:
+                if not mismatched:
+                    mismatched = True
+                    logger.warning("publisher switched from %s to %s: dropped", feed.codec, name)
+                return
+            packet = Packet(frame.data)
+            packet.pts = packet.dts = frame.timestamp
+            packet.time_base = fractions.Fraction(1, codec.clockRate)
+            packet.is_keyframe = is_keyframe(name, frame.data)
+            feed.feed(packet)
+        except Exception:
+            if not failed:
+                failed = True
+                logger.exception("forwarding a %s frame failed; dropping such frames", feed.kind)
 
     setattr(receiver, _DECODER_QUEUE, _EncodedFrameQueue(on_frame))
     if feed.kind == "video":
@@ -116,26 +126,41 @@ def tap_encoded_frames(receiver: RTCRtpReceiver, feed: FeedTrack) -> bool:
 def _send_pli(receiver: RTCRtpReceiver) -> None:
     """RTCP PLI for each media SSRC the publisher sends (not its retransmission SSRCs)."""
     rtx_ssrcs = getattr(receiver, _RTX_SSRCS, {})
-    for source in receiver.getSynchronizationSources():
-        if source.source not in rtx_ssrcs:
-            _spawn(receiver._send_rtcp_pli(source.source))
+    try:
+        for source in receiver.getSynchronizationSources():
+            if source.source not in rtx_ssrcs:
+                _spawn(receiver._send_rtcp_pli(source.source))
+    except Exception:  # callers are aiortc's sender and receiver loops: never break them
+        logger.exception("keyframe request to the publisher failed")
 
 
-def forward_keyframe_requests(sender: RTCRtpSender, on_request: Callable[[], None]) -> None:
-    """Also call `on_request` when the sender receives PLI or FIR from its remote side."""
-    first = sender not in _keyframe_hooks
+def forward_keyframe_requests(sender: RTCRtpSender, on_request: Callable[[], None]) -> bool:
+    """Also call `on_request` when the sender receives PLI or FIR from its remote side.
+
+    False, and nothing changed, when aiortc's sender no longer has the hook this wraps: the
+    subscriber then waits for the publisher's next keyframe instead.
+    """
+    if sender in _keyframe_hooks:
+        _keyframe_hooks[sender] = on_request
+        return True
+    encoder_keyframe = getattr(sender, "_send_keyframe", None)
+    if not callable(encoder_keyframe):
+        logger.warning("aiortc sender internals changed: keyframe requests are not forwarded")
+        return False
     _keyframe_hooks[sender] = on_request
-    if not first:
-        return
-    encoder_keyframe = sender._send_keyframe
 
     def send_keyframe() -> None:
         encoder_keyframe()  # still right when the sender encodes frames itself
         hook = _keyframe_hooks.get(sender)
-        if hook is not None:
+        if hook is None:
+            return
+        try:
             hook()
+        except Exception:  # inside aiortc's RTCP handling: must not end the transport
+            logger.exception("forwarding a keyframe request failed")
 
     sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+    return True
 
 
 def _spawn(coro: Coroutine[Any, Any, None]) -> None:

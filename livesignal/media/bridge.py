@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from livesignal.media.errors import bad_body, shown
 from livesignal.media.feed import FeedTrack
+from livesignal.media.keyed_lock import KeyedLock
 from livesignal.media.rtmp import RtmpPuller, RtmpPusher, redact
 from livesignal.media.sfu import MediaServer, Resource, ResourceListener
 from livesignal.media.tracks import SubscriberTrack
@@ -75,13 +76,7 @@ class StreamBridge:
         # stay subscribable) and when it comes back (announced again, same uris).
         self._announcer = announcer
         self._clients: dict[BridgeKey, _Client] = {}
-        self._locks: dict[BridgeKey, asyncio.Lock] = {}
-
-    def _lock(self, key: BridgeKey) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
+        self._locks: KeyedLock[BridgeKey] = KeyedLock()
 
     def client_count(self) -> int:
         return len(self._clients)
@@ -94,7 +89,7 @@ class StreamBridge:
     ) -> list[Resource]:
         """Bring the client's pull and pushes to the given state; the pull's resources."""
         self._validate_pushes(pushes)
-        async with self._lock(key):
+        async with self._locks.hold(key):
             client = self._clients.setdefault(key, _Client())
             await self._update_pull(key, client, pull)
             await self._update_pushes(client, pushes)
@@ -198,9 +193,8 @@ class StreamBridge:
         return True
 
     async def exit(self, key: BridgeKey) -> bool:
-        async with self._lock(key):
+        async with self._locks.hold(key):
             client = self._clients.pop(key, None)
-            self._locks.pop(key, None)
         if client is None:
             return False
         await self._stop_client(client)

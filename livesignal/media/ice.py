@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import inspect
 import ipaddress
 import logging
 import random
@@ -144,7 +145,43 @@ def install() -> None:
             "media.udp_port_min/max: this aiortc does not build aioice.Connection in "
             "aiortc.rtcicetransport; the port range cannot be applied"
         )
+    if not _aioice_as_expected():
+        raise RuntimeError(
+            "media.udp_port_min/max: this aioice's Connection is not what the port range "
+            "hook was written for (aioice 0.13); the port range cannot be applied"
+        )
     setattr(aiortc.rtcicetransport, "Connection", RangedConnection)  # noqa: B010 (untyped)
+
+
+def _aioice_as_expected() -> bool:
+    """Whether aioice still has the internals `RangedConnection` uses besides its public API."""
+    if not (
+        callable(getattr(aioice.ice, "StunProtocol", None))
+        and callable(getattr(aioice.ice, "server_reflexive_candidate", None))
+        and isinstance(getattr(aioice.turn, "UDP_SOCKET_BUFFER_SIZE", None), int)
+    ):
+        return False
+    parameters = list(inspect.signature(aioice.Connection.get_component_candidates).parameters)
+    if parameters[:4] != ["self", "component", "addresses", "timeout"]:
+        return False
+    probe = aioice.Connection(ice_controlling=True)
+    return isinstance(getattr(probe, "_protocols", None), list) and hasattr(probe, "stun_server")
+
+
+class NoFreeUdpPort(OSError):
+    """Every port of `[media] udp_port_min..udp_port_max` is taken: the gateway is full.
+
+    An operator's capacity limit, not a bug and not the client's doing: the exchange is
+    answered 50000 with `message` and logged as one warning line, without a traceback.
+    """
+
+    def __init__(self, ports: range) -> None:
+        self.message = f"no free UDP port in {ports.start}..{ports.stop - 1}"
+        super().__init__(errno.EADDRINUSE, self.message)
+        self.ports = ports
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class RangedConnection(aioice.Connection):
@@ -161,11 +198,18 @@ class RangedConnection(aioice.Connection):
         if ports is None:
             return await super().get_component_candidates(component, addresses, timeout)
         hosts: list[aioice.ice.StunProtocol] = []
+        full: list[str] = []  # addresses with every port of the range taken
         for address in addresses:
-            protocol = await self._bind_host(component, address, ports)
-            if protocol is not None:
-                hosts.append(protocol)
-        self._protocols += hosts
+            try:
+                protocol = await self._bind_host(component, address, ports)
+            except NoFreeUdpPort:
+                full.append(address)
+                continue
+            if protocol is None:
+                continue
+            # Owned by the connection at once: a close() racing this gathering closes it.
+            self._protocols.append(protocol)
+            hosts.append(protocol)
         candidates = [protocol.local_candidate for protocol in hosts]
         # Server-reflexive candidates from our host sockets (IPv4, as aioice does) ...
         reflexive = [
@@ -175,41 +219,48 @@ class RangedConnection(aioice.Connection):
         ]
         # ... and the TURN relayed candidate from aioice itself, given no host address.
         candidates += await super().get_component_candidates(component, [], timeout)
-        if addresses and not candidates and not reflexive:
-            # Every port of the range is taken: refuse this peer (50000, logged) rather than
-            # answer with an offer nobody can connect to.
-            raise OSError(
-                errno.EADDRINUSE,
-                f"ICE: no free UDP port in media.udp_port_min..udp_port_max "
-                f"({ports.start}..{ports.stop - 1})",
+        if full and not candidates and not reflexive:
+            # The range is exhausted: refuse this peer rather than answer with an offer
+            # nobody can connect to. The caller logs it (one line: not a bug, a full range).
+            raise NoFreeUdpPort(ports)
+        if full:
+            logger.warning(
+                "ICE: no free UDP port in %d..%d on %s, so no host candidate there "
+                "(widen media.udp_port_min..udp_port_max)",
+                ports.start,
+                ports.stop - 1,
+                ", ".join(full),
             )
         if reflexive:
             done, pending = await asyncio.wait(reflexive, timeout=timeout)
             for task in pending:
                 task.cancel()
             for task in done:
-                if task.exception() is None:
+                if not task.cancelled() and task.exception() is None:
                     candidates.append(task.result()[0])
         return candidates
 
     async def _bind_host(
         self, component: int, address: str, ports: range
     ) -> aioice.ice.StunProtocol | None:
+        """A host candidate's protocol on `address`, None when the address itself cannot be
+        bound; NoFreeUdpPort when every port of the range is taken there."""
         try:
             sock = _bound_socket(address, ports)
-            if sock is None:
-                logger.warning(
-                    "ICE: no free UDP port in %d..%d on %s, so no host candidate there "
-                    "(widen media.udp_port_min..udp_port_max)",
-                    ports.start,
-                    ports.stop - 1,
-                    address,
-                )
-                return None
+        except OSError as exc:  # as aioice does: an address it cannot bind gives no candidate
+            logger.info("ICE: could not bind to %s: %s", address, exc)
+            return None
+        if sock is None:
+            raise NoFreeUdpPort(ports)
+        try:
             loop = asyncio.get_running_loop()
-            transport, protocol = await loop.create_datagram_endpoint(
-                lambda: aioice.ice.StunProtocol(self), sock=sock
-            )
+            try:
+                transport, protocol = await loop.create_datagram_endpoint(
+                    lambda: aioice.ice.StunProtocol(self), sock=sock
+                )
+            except BaseException:
+                sock.close()
+                raise
         except OSError as exc:  # as aioice does: an address it cannot bind gives no candidate
             logger.info("ICE: could not bind to %s: %s", address, exc)
             return None

@@ -34,9 +34,10 @@ from livesignal.media.aiortc_taps import (
     tap_encoded_frames,
 )
 from livesignal.media.census import CENSUS
-from livesignal.media.errors import GatewayError, bad_body, shown
+from livesignal.media.errors import GatewayError, ResultCode, bad_body, shown
 from livesignal.media.feed import FeedTrack
-from livesignal.media.ice import ports_for_new_peers
+from livesignal.media.ice import NoFreeUdpPort, ports_for_new_peers
+from livesignal.media.keyed_lock import KeyedLock
 from livesignal.media.tracks import SubscriberTrack
 
 logger = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class MediaServer:
         self._relay = MediaRelay()
         self._resources: dict[str, Resource] = {}
         self._peers: dict[ClientKey, Peer] = {}
-        self._locks: dict[ClientKey, asyncio.Lock] = {}
+        self._locks: KeyedLock[ClientKey] = KeyedLock()
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
 
@@ -177,26 +178,19 @@ class MediaServer:
         peer = self._peers.get((room_id, user_id))
         return peer.pc if peer is not None else None
 
-    def _lock(self, key: ClientKey) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
-
     async def exchange(
         self, room_id: str, user_id: str, offer: str, subscribe: list[str]
     ) -> ExchangeResult:
         key = (room_id, user_id)
-        async with self._lock(key):
+        async with self._locks.hold(key):
             with ports_for_new_peers(self._udp_ports):
                 return await self._exchange(key, offer, subscribe)
 
     async def exit(self, room_id: str, user_id: str) -> bool:
         """Tear the client's connection down; False if it had none."""
         key = (room_id, user_id)
-        async with self._lock(key):
+        async with self._locks.hold(key):
             peer = self._peers.pop(key, None)
-            self._locks.pop(key, None)
         if peer is None:
             return False
         await self._close_peer(peer)
@@ -339,10 +333,9 @@ class MediaServer:
                 self._spawn(self._drop(peer), "livesignal-media-drop")
 
     async def _drop(self, peer: Peer) -> None:
-        async with self._lock(peer.key):
+        async with self._locks.hold(peer.key):
             if self._peers.get(peer.key) is peer:
                 del self._peers[peer.key]
-                self._locks.pop(peer.key, None)
         await self._close_peer(peer)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -386,10 +379,19 @@ def _refused_by_aiortc(key: ClientKey) -> Iterator[None]:
     """What aiortc raises while taking an offer comes from what the offer said: 40002.
 
     `sdp_check` refuses what it knows aiortc chokes on; this catches the rest (e.g. no codec
-    in common). OSError stays a server fault (no free UDP port): a 50000 the operator sees.
+    in common). OSError stays a server fault: a 50000 the operator sees. A full UDP port
+    range is one too, but an expected one: a clear 50000 and one warning, no traceback.
     """
     try:
         yield
+    except NoFreeUdpPort as exc:
+        logger.warning(
+            "room %s: refused a peer for %s: %s (media.udp_port_min..udp_port_max is full)",
+            key[0],
+            key[1],
+            exc.message,
+        )
+        raise GatewayError(ResultCode.INTERNAL, exc.message) from exc
     except OSError:
         raise
     except Exception as exc:

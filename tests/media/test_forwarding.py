@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from aiortc.codecs.h264 import H264Decoder, H264Encoder
+from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder
 
 from livesignal.media import sdp
 from livesignal.media.census import CENSUS
@@ -63,6 +65,38 @@ def started_since(before: dict[str, dict[str, int]]) -> dict[str, dict[str, int]
 NOTHING = {"decoders": {}, "encoders": {}}
 
 
+class CodecWork:
+    """Which aiortc codec objects really encoded or decoded: a witness independent of the
+    gateway's own CENSUS. The test's client peers share the process, so the counts include
+    theirs: each publisher's sender encodes, each subscriber's receiver decodes."""
+
+    def __init__(self) -> None:
+        self.encoders: set[int] = set()
+        self.decoders: set[int] = set()
+
+
+@pytest.fixture
+def codec_work(monkeypatch: pytest.MonkeyPatch) -> CodecWork:
+    work = CodecWork()
+    for cls in (Vp8Encoder, H264Encoder):
+        original_encode = cls.encode
+
+        def encode(self: Any, *args: Any, _original: Any = original_encode, **kw: Any) -> Any:
+            work.encoders.add(id(self))
+            return _original(self, *args, **kw)
+
+        monkeypatch.setattr(cls, "encode", encode)
+    for cls in (Vp8Decoder, H264Decoder):
+        original_decode = cls.decode
+
+        def decode(self: Any, *args: Any, _original: Any = original_decode, **kw: Any) -> Any:
+            work.decoders.add(id(self))  # runs in aiortc's decoder thread; set.add is atomic
+            return _original(self, *args, **kw)
+
+        monkeypatch.setattr(cls, "decode", decode)
+    return work
+
+
 async def leave(client: Client, token_for: TokenFor, room: str, rtcs: dict[str, RtcClient]) -> None:
     for user, rtc in rtcs.items():
         assert await post(client, "/exit", token_for(room, user), room, None) == {
@@ -73,7 +107,11 @@ async def leave(client: Client, token_for: TokenFor, room: str, rtcs: dict[str, 
 
 @pytest.mark.parametrize("codec", ["VP8", "H264"])
 async def test_subscribers_get_the_publishers_frames_without_decoding_or_encoding(
-    client: Client, media_app: web.Application, token_for: TokenFor, codec: str
+    client: Client,
+    media_app: web.Application,
+    token_for: TokenFor,
+    codec: str,
+    codec_work: CodecWork,
 ) -> None:
     tasks_before = gateway_tasks()
     census_before = CENSUS.snapshot()
@@ -112,6 +150,9 @@ async def test_subscribers_get_the_publishers_frames_without_decoding_or_encodin
         assert time.monotonic() - connected < 1.0
         await wait_for(lambda: late.received[uri].frames >= 10, 5)
         assert started_since(census_before) == NOTHING
+        # and aiortc agrees: only alice's sender encoded, only the 3 subscribers decoded
+        assert len(codec_work.encoders) == 1
+        assert len(codec_work.decoders) == len(viewers) + 1
     finally:
         await leave(client, token_for, "r", peers)
     assert media_app[GATEWAY_KEY].media.peer_count() == 0

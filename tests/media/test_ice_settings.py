@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aioice
+import aioice.ice
+import aiortc.rtcicetransport
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from aioice import stun
 from aiortc import RTCPeerConnection
 
+from livesignal.media import ice
 from livesignal.media.ice import IcePolicy
 from livesignal.media.routes import GATEWAY_KEY, add_media_routes
 from livesignal.settings import IceServer, MediaSettings, Settings
@@ -211,20 +217,50 @@ async def test_ice_uses_only_ports_of_the_configured_range(
 
 
 async def test_a_peer_finding_every_port_of_the_range_taken_is_refused(
-    aiohttp_client: MakeClient, settings: Settings, token_for: TokenFor
+    aiohttp_client: MakeClient,
+    settings: Settings,
+    token_for: TokenFor,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    ports = port_range(1)
-    media = MediaSettings(udp_port_min=ports.start, udp_port_max=ports.start)
+    ports = port_range(2)
+    media = MediaSettings(udp_port_min=ports.start, udp_port_max=ports.stop - 1)
     client = await gateway_with(aiohttp_client, settings, media)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
-        taken.bind(("127.0.0.1", ports.start))
-        reply, pc = await offer_only(client, token_for("r", "alice"), "r")
-    await pc.close()
-    assert reply["resultCode"] == 50000  # the operator's range is full: not the client's fault
+    with contextlib.ExitStack() as taken:
+        for port in ports:
+            sock = taken.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            with contextlib.suppress(OSError):  # already someone else's: taken all the same
+                sock.bind(("127.0.0.1", port))
+        with caplog.at_level(logging.INFO, logger="livesignal"):
+            reply, pc = await offer_only(client, token_for("r", "alice"), "r")
+        await pc.close()
+    # the operator's range is full: not the client's fault, and said plainly
+    assert reply == {
+        "resultCode": 50000,
+        "message": f"no free UDP port in {ports.start}..{ports.stop - 1}",
+    }
     assert client.app[GATEWAY_KEY].media.peer_count() == 0
-    # a port frees up: the next client gets it
+    # one warning line naming the range, no traceback, nothing logged as an error
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 1, [r.getMessage() for r in loud]
+    assert loud[0].levelno == logging.WARNING and loud[0].exc_info is None
+    assert f"{ports.start}..{ports.stop - 1}" in loud[0].getMessage()
+    assert all(r.exc_info is None for r in caplog.records)
+
+    # ports free up: the next client gets one, and nothing of the refused peer held any
     reply, pc = await offer_only(client, token_for("r", "alice"), "r")
     assert reply["resultCode"] == 10000, reply
-    assert candidates(reply["sdp"]["sdp"]) == [("127.0.0.1", ports.start)]
+    ((_, port),) = candidates(reply["sdp"]["sdp"])
+    assert port in ports
     await post(client, "/exit", token_for("r", "alice"), "r", None)
     await pc.close()
+
+
+def test_a_port_range_is_refused_at_start_up_on_an_aioice_it_was_not_written_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # as before any gateway installed the hook
+    monkeypatch.setattr(aiortc.rtcicetransport, "Connection", aioice.Connection)
+    monkeypatch.delattr(aioice.ice, "server_reflexive_candidate")
+    with pytest.raises(RuntimeError, match="port range cannot be applied"):
+        ice.install()
+    assert aiortc.rtcicetransport.Connection is aioice.Connection  # left alone

@@ -1,8 +1,9 @@
 """Tells the room when the gateway's media comes and goes: media.published / media.unpublished.
 
 The media server calls `published` and `withdrawn` for every resource it registers and
-removes (an /exchange, /exit, a dropped peer connection, an RTMP pull or its exit); the
-stream bridge also calls them when an RTMP source stops and when it comes back. Each call
+removes (an /exchange, /exit, a dropped peer connection, an RTMP pull or its exit), and when
+an RTMP source stops and comes back (the stream bridge reports it; meanwhile the resource
+is not listed either). Each call
 only queues: one background task sends the queued changes, in order, through the
 signalling service (store → broker → sockets on every node, with the room's seq). So a media
 request never waits for the store, and a store that is down costs a log line, not the

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from livesignal.media.errors import bad_body, shown
+from livesignal.media.errors import bad_body, shown, shutting_down
 from livesignal.media.feed import FeedTrack
 from livesignal.media.keyed_lock import KeyedLock
 from livesignal.media.rtmp import RtmpPuller, RtmpPusher, redact
-from livesignal.media.sfu import MediaServer, Resource, ResourceListener
+from livesignal.media.sfu import MediaServer, Resource
 from livesignal.media.tracks import SubscriberTrack
 
 logger = logging.getLogger(__name__)
@@ -63,20 +63,12 @@ class _Client:
 
 
 class StreamBridge:
-    def __init__(
-        self,
-        media: MediaServer,
-        *,
-        pull_timeout: float = 3.0,
-        announcer: ResourceListener | None = None,
-    ) -> None:
+    def __init__(self, media: MediaServer, *, pull_timeout: float = 3.0) -> None:
         self._media = media
         self._pull_timeout = pull_timeout
-        # Told when a pulled source stops (its resources are announced as gone, though they
-        # stay subscribable) and when it comes back (announced again, same uris).
-        self._announcer = announcer
         self._clients: dict[BridgeKey, _Client] = {}
         self._locks: KeyedLock[BridgeKey] = KeyedLock()
+        self._closing = False
 
     def client_count(self) -> int:
         return len(self._clients)
@@ -88,18 +80,29 @@ class StreamBridge:
         self, key: BridgeKey, pull: PullSpec | None, pushes: list[PushSpec]
     ) -> list[Resource]:
         """Bring the client's pull and pushes to the given state; the pull's resources."""
-        self._validate_pushes(pushes)
+        self._refuse_if_closing(key)
+        # A resource whose source stopped is open to the pushes that already take it only.
+        current = self._clients.get(key)
+        held = {uri for p in current.pushes.values() for uri in p.spec.uris} if current else set()
+        self._validate_pushes(pushes, held)
         async with self._locks.hold(key):
+            self._refuse_if_closing(key)
             client = self._clients.setdefault(key, _Client())
             await self._update_pull(key, client, pull)
-            await self._update_pushes(client, pushes)
+            await self._update_pushes(key, client, pushes, held)
             return list(client.pull.resources) if client.pull else []
 
-    def _validate_pushes(self, pushes: list[PushSpec]) -> None:
+    def _refuse_if_closing(self, key: BridgeKey) -> None:
+        """Checked before anything is started: close() would not see it, and it would run on."""
+        if self._closing:
+            logger.warning("%s exchange in room %s from %s refused: shutting down", *key)
+            raise shutting_down()
+
+    def _validate_pushes(self, pushes: list[PushSpec], held: Collection[str]) -> None:
         for spec in pushes:
             kinds: list[str] = []
             for uri in spec.uris:
-                resource = self._media.resource(uri)
+                resource = self._media.available(uri, held=held)
                 if resource is None:
                     raise bad_body(f"subscribeList: no resource {shown(uri)}")
                 if resource.kind in kinds:
@@ -123,20 +126,23 @@ class StreamBridge:
             await self._stop_pull(current)
         if spec is None or not (spec.audio or spec.video):
             return
+        self._refuse_if_closing(key)
         _, room_id, user_id = key
         loop = asyncio.get_running_loop()
         video = FeedTrack("video", codec="h264") if spec.video else None
         audio = FeedTrack("audio") if spec.audio else None
 
         def on_source(live: bool) -> None:
+            # While the source is down its resources are announced as gone and not listed;
+            # they stay registered so that subscribers resume when it comes back, same uris.
             current = client.pull
-            if self._announcer is None or current is None or current.puller is not puller:
+            if current is None or current.puller is not puller:
                 return  # a pull replaced or stopped since: its resources are withdrawn
             for resource in current.resources:
                 if live:
-                    self._announcer.published(resource)
+                    self._media.source_resumed(resource.uri)
                 else:
-                    self._announcer.withdrawn(resource)
+                    self._media.source_stopped(resource.uri)
 
         puller = RtmpPuller(
             spec.url,
@@ -161,7 +167,9 @@ class StreamBridge:
             self._media.withdraw(resource.uri)
         await pull.puller.stop()
 
-    async def _update_pushes(self, client: _Client, specs: list[PushSpec]) -> None:
+    async def _update_pushes(
+        self, key: BridgeKey, client: _Client, specs: list[PushSpec], held: Collection[str]
+    ) -> None:
         wanted = {spec.name: spec for spec in specs}
         for name, push in list(client.pushes.items()):
             spec = wanted.get(name)
@@ -170,7 +178,8 @@ class StreamBridge:
                 await push.pusher.stop()
         # Checked again after the awaits: replacing the pull withdrew its resources, which the
         # client may have listed to push, and other clients may have left meanwhile.
-        self._validate_pushes(specs)
+        self._validate_pushes(specs, held)
+        self._refuse_if_closing(key)
         loop = asyncio.get_running_loop()
         for name, spec in wanted.items():
             if name in client.pushes:
@@ -211,6 +220,7 @@ class StreamBridge:
         await asyncio.gather(*stops)
 
     async def close(self) -> None:
+        self._closing = True
         clients = list(self._clients.values())
         self._clients.clear()
         await asyncio.gather(*(self._stop_client(c) for c in clients))

@@ -4,6 +4,11 @@ Subscribers that take the publisher's codec get its packets as they are. A consu
 cannot (a subscriber whose negotiated codec differs, an rtc2rtmp push of VP8 video or of
 Opus audio) takes frames from the resource's one `SharedDecoder`, which exists only while
 such a consumer is attached: a resource nobody transcodes is never decoded.
+
+Decoding can run slower than real time (a busy machine, a large picture). The decoder then
+does not fall further and further behind: packets wait in a `DecodeBacklog` of at most
+`MAX_DECODE_BACKLOG`, which skips ahead to the next keyframe when full, asking the publisher
+for one when it can, since a video packet without the ones before it is undecodable.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import fractions
 import logging
 import weakref
+from collections import deque
 from typing import Any
 
 import av
@@ -28,6 +34,8 @@ from livesignal.media.feed import FeedTrack, catch_up
 logger = logging.getLogger(__name__)
 
 OPUS_RATE = 48000
+# Packets waiting for a shared decoder: about 2 s of video at 30 fps, 1.2 s of 20 ms audio.
+MAX_DECODE_BACKLOG = 60
 
 _decoders: weakref.WeakKeyDictionary[FeedTrack, SharedDecoder] = weakref.WeakKeyDictionary()
 
@@ -99,23 +107,19 @@ class SharedDecoder:
 
     async def _run(self, proxy: MediaStreamTrack) -> None:
         loop = asyncio.get_running_loop()
+        backlog = DecodeBacklog(self.source)
+        # The relay's proxy queues without limit: move its packets into the bounded backlog
+        # as they come, whatever the decoder is doing.
+        reader = asyncio.create_task(
+            _read(proxy, self.source, backlog),
+            name=f"livesignal-media-decode-read-{self.source.id}",
+        )
         decoder: Decoder | None = None
-        primed = False
         if not self.source.gop_snapshot():
             self.source.request_keyframe()
         try:
             while True:
-                item = await proxy.recv()
-                if not isinstance(item, Packet):
-                    continue
-                packets: list[Packet[Any]] = [item]
-                if not primed:
-                    caught_up = catch_up(self.source, item)
-                    if caught_up is None:
-                        self.source.request_keyframe()
-                        continue  # a decoder can only start at a keyframe
-                    packets = [p for p in caught_up if isinstance(p, Packet)]
-                    primed = True
+                packets = await backlog.take()
                 if decoder is None:
                     decoder = open_decoder(self.codec)
                     CENSUS.decoder_started(self.codec)
@@ -127,8 +131,111 @@ class SharedDecoder:
         except MediaStreamError:
             pass  # the resource was withdrawn
         finally:
+            reader.cancel()
             proxy.stop()
             self.frames.stop()
+
+
+async def _read(proxy: MediaStreamTrack, source: FeedTrack, backlog: DecodeBacklog) -> None:
+    """Move packets from the relay `proxy` into `backlog`, starting at a keyframe."""
+    primed = False
+    try:
+        while True:
+            item = await proxy.recv()
+            if not isinstance(item, Packet):
+                continue
+            packets: list[Packet[Any]] = [item]
+            if not primed:
+                caught_up = catch_up(source, item)
+                if caught_up is None:
+                    source.request_keyframe()
+                    continue  # a decoder can only start at a keyframe
+                packets = [p for p in caught_up if isinstance(p, Packet)]
+                primed = True
+            for packet in packets:
+                backlog.put(packet)
+    except MediaStreamError:
+        pass
+    finally:
+        backlog.close()
+
+
+class DecodeBacklog:
+    """The packets a decoder has yet to decode: at most `limit`, in a decodable order.
+
+    When it is full, the oldest packets up to the next keyframe are dropped (for audio, where
+    every packet is one, that is the oldest packet); with no keyframe queued, all of them
+    are, and it waits for the next keyframe and asks `source` for one. So what is queued
+    always starts at a keyframe or continues what the decoder already has.
+    """
+
+    def __init__(self, source: FeedTrack, limit: int | None = None) -> None:
+        self._source = source
+        self._limit = MAX_DECODE_BACKLOG if limit is None else limit
+        self._packets: deque[Packet[Any]] = deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+        self._waiting_for_keyframe = False
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._packets)
+
+    def put(self, packet: Packet[Any]) -> None:
+        if self._closed:
+            return
+        keyframe = bool(packet.is_keyframe)
+        if self._waiting_for_keyframe:
+            if not keyframe:
+                self._drop(1)
+                self._source.request_keyframe()
+                return
+            self._waiting_for_keyframe = False
+        if len(self._packets) >= self._limit:
+            self._skip_ahead(keyframe)
+            if self._waiting_for_keyframe:
+                return
+        self._packets.append(packet)
+        self._ready.set()
+
+    def _skip_ahead(self, keyframe: bool) -> None:
+        queued = self._packets
+        following = next((i for i in range(1, len(queued)) if queued[i].is_keyframe), None)
+        if following is not None:
+            for _ in range(following):
+                queued.popleft()
+            self._drop(following)
+            return
+        self._drop(len(queued) + (0 if keyframe else 1))
+        queued.clear()
+        if not keyframe:
+            self._waiting_for_keyframe = True
+            self._source.request_keyframe()
+
+    def _drop(self, count: int) -> None:
+        before = self.dropped
+        self.dropped += count
+        if before // 100 != self.dropped // 100 or before == 0:
+            logger.warning(
+                "decoder of %s is behind: skipped %d packets to a keyframe",
+                self._source.id,
+                self.dropped,
+            )
+
+    async def take(self) -> list[Packet[Any]]:
+        """Everything queued (at least one packet); MediaStreamError once closed and empty."""
+        while not self._packets:
+            if self._closed:
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        packets = list(self._packets)
+        self._packets.clear()
+        return packets
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
 
 
 def _decode(decoder: Decoder, packets: list[Packet[Any]]) -> tuple[list[Any], bool]:

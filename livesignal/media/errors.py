@@ -30,6 +30,14 @@ def bad_token(message: str) -> GatewayError:
     return GatewayError(ResultCode.BAD_TOKEN, message)
 
 
+SHUTTING_DOWN_MESSAGE = "the gateway is shutting down"
+
+
+def shutting_down() -> GatewayError:
+    """A request arriving while the gateway shuts down: 50000, but not a bug (no traceback)."""
+    return GatewayError(ResultCode.INTERNAL, SHUTTING_DOWN_MESSAGE)
+
+
 def shown(value: str, limit: int = 60) -> str:
     """`value` quoted for a reply or log line, cut short: messages never echo a whole body."""
     if len(value) > limit:

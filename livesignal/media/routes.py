@@ -98,7 +98,7 @@ def add_media_routes(
         install_port_range()
     announcer = ResourceAnnouncer(events)
     media = MediaServer(ice.rtc_servers(), udp_ports=ice.udp_ports, listener=announcer)
-    bridge = StreamBridge(media, announcer=announcer)
+    bridge = StreamBridge(media)
     streams = StreamUrls(settings.stream, settings.rtc)
     wechat = WechatGateway(media, bridge, streams, clock)
 
@@ -160,16 +160,23 @@ def set_node_address(app: web.Application, address: str) -> None:
 
 
 @web.middleware
-async def node_listener_guard(
+def node_listener_guard(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """The node listener takes forwarded gateway requests only; clients use the public port."""
+) -> Awaitable[web.StreamResponse]:
+    """The node listener takes forwarded gateway requests only; clients use the public port.
+
+    Not async itself: `handler` runs as a tail call, so no frame of this middleware stays
+    alive under a WebSocket for its whole life."""
     port = request.app[GATEWAY_KEY].node_port
     if port is not None and FORWARDED_HEADER not in request.headers:
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
         if sockname is not None and sockname[1] == port:
-            return web.Response(status=404, text="not found")
-    return await handler(request)
+            return _not_found()
+    return handler(request)
+
+
+async def _not_found() -> web.StreamResponse:
+    return web.Response(status=404, text="not found")
 
 
 def _room_of(request: web.Request) -> str:

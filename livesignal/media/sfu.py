@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Coroutine, Iterator
+from collections.abc import Collection, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,7 +34,7 @@ from livesignal.media.aiortc_taps import (
     tap_encoded_frames,
 )
 from livesignal.media.census import CENSUS
-from livesignal.media.errors import GatewayError, ResultCode, bad_body, shown
+from livesignal.media.errors import GatewayError, ResultCode, bad_body, shown, shutting_down
 from livesignal.media.feed import FeedTrack
 from livesignal.media.ice import NoFreeUdpPort, ports_for_new_peers
 from livesignal.media.keyed_lock import KeyedLock
@@ -58,6 +58,9 @@ class Resource:
     msid: str
     source: FeedTrack
     drain: asyncio.Task[None] | None = None
+    # Its source went away for now (an RTMP publisher stopped): announced as gone, so not
+    # listed and not open to new subscribers, yet kept so that existing ones resume with it.
+    source_stopped: bool = False
 
     @property
     def media_type(self) -> int:
@@ -146,11 +149,45 @@ class MediaServer:
         if self._listener is not None:
             self._listener.withdrawn(resource)
 
+    def source_stopped(self, uri: str) -> None:
+        """The source of `uri` stopped for now: the resource is announced as gone, and is
+        no longer listed or open to new subscribers. It stays registered: subscriptions made
+        before go on, and resume when `source_resumed` is called."""
+        resource = self._resources.get(uri)
+        if resource is None or resource.source_stopped:
+            return
+        resource.source_stopped = True
+        logger.info("room %s: the source of %s stopped", resource.room_id, uri)
+        if self._listener is not None:
+            self._listener.withdrawn(resource)
+
+    def source_resumed(self, uri: str) -> None:
+        """The source of `uri` is back: listed and announced again, with the same uri."""
+        resource = self._resources.get(uri)
+        if resource is None or not resource.source_stopped:
+            return
+        resource.source_stopped = False
+        logger.info("room %s: the source of %s is back", resource.room_id, uri)
+        if self._listener is not None:
+            self._listener.published(resource)
+
     def resource(self, uri: str) -> Resource | None:
+        """The registered resource `uri`, its source stopped or not."""
         return self._resources.get(uri)
 
+    def available(self, uri: str, *, held: Collection[str] = ()) -> Resource | None:
+        """The resource `uri` if a subscription may take it: one that is listed, or one the
+        subscriber already takes (`held`), which it keeps while the source is stopped."""
+        resource = self._resources.get(uri)
+        if resource is None or (resource.source_stopped and uri not in held):
+            return None
+        return resource
+
     def resources(self, room_id: str) -> list[Resource]:
-        return [r for r in self._resources.values() if r.room_id == room_id]
+        """The room's listed resources: what media.published / media.unpublished said."""
+        return [
+            r for r in self._resources.values() if r.room_id == room_id and not r.source_stopped
+        ]
 
     def subscribe(self, uri: str, *, codec: str | None) -> SubscriberTrack:
         """A track that delivers resource `uri` (for rtc2rtmp and other in-process readers):
@@ -182,9 +219,16 @@ class MediaServer:
         self, room_id: str, user_id: str, offer: str, subscribe: list[str]
     ) -> ExchangeResult:
         key = (room_id, user_id)
+        self._refuse_if_closing(key)
         async with self._locks.hold(key):
             with ports_for_new_peers(self._udp_ports):
                 return await self._exchange(key, offer, subscribe)
+
+    def _refuse_if_closing(self, key: ClientKey) -> None:
+        """During shutdown an exchange is refused: an expected 50000, one line, no traceback."""
+        if self._closing:
+            logger.warning("room %s: refused an exchange from %s: shutting down", *key)
+            raise shutting_down()
 
     async def exit(self, room_id: str, user_id: str) -> bool:
         """Tear the client's connection down; False if it had none."""
@@ -197,12 +241,11 @@ class MediaServer:
         return True
 
     async def _exchange(self, key: ClientKey, offer: str, subscribe: list[str]) -> ExchangeResult:
-        if self._closing:
-            raise RuntimeError("media server is shutting down")
+        self._refuse_if_closing(key)  # close() may have run while this waited for the lock
         # Every refusal comes before any change: a bad offer leaves a working connection alone.
         info = _checked_offer(key, offer)
-        wanted = self._wanted(subscribe)
         peer = self._peers.get(key)
+        wanted = self._wanted(subscribe, peer)
         renegotiating = peer is not None and peer.offer.ice_ufrag == info.ice_ufrag
         if peer is not None and renegotiating:
             problem = sdp_check.renegotiation_problem(peer.offer, info)
@@ -223,6 +266,8 @@ class MediaServer:
             peer = Peer(key=key, pc=pc, offer=info)
         try:
             await self._negotiate(peer, offer, info, plan)
+            # close() ran meanwhile: it could not see this peer, so it must not stay.
+            self._refuse_if_closing(key)
         except BaseException:
             # aiortc's state after a failed negotiation is not worth trusting: drop it all,
             # a half-created connection included, so no socket or task outlives the reply.
@@ -243,10 +288,11 @@ class MediaServer:
         ]
         return ExchangeResult(local.sdp, published, subscribed)
 
-    def _wanted(self, subscribe: list[str]) -> list[Resource]:
+    def _wanted(self, subscribe: list[str], peer: Peer | None) -> list[Resource]:
+        held = {slot.uri for slot in peer.slots.values()} if peer is not None else set()
         wanted: list[Resource] = []
         for uri in subscribe:
-            resource = self._resources.get(uri)
+            resource = self.available(uri, held=held)
             if resource is None:
                 raise bad_body(f"subscribeList: no resource {shown(uri)}")
             if resource not in wanted:

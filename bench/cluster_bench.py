@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,14 +28,21 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Server, free_port, running_server, wait_for_port  # noqa: E402
-from bench.ws_bench import RawReceiver, bench_invite, live_room, token  # noqa: E402
+from bench.common import (  # noqa: E402
+    Server,
+    cpu_times,
+    free_port,
+    running_server,
+    stop,
+    token,
+    wait_for_port,
+)
+from bench.ws_bench import RawReceiver, bench_invite, live_room  # noqa: E402
 from livesignal.client import SignalClient  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_times(pid))
 
 
 @contextmanager
@@ -64,8 +69,7 @@ def redis_server() -> Iterator[tuple[str, int]]:
             wait_for_port(port, process)
             yield f"redis://127.0.0.1:{port}/0", process.pid
         finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(10)
+            stop(process)
 
 
 async def bench_fanout(

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -24,15 +25,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import BENCH_SECRET, Server, percentile, running_server  # noqa: E402
+from bench.common import Server, percentile, rss_bytes, running_server, token  # noqa: E402
 from livesignal.client import SignalClient  # noqa: E402
-from livesignal.signal.auth import TokenCodec  # noqa: E402
-
-CODEC = TokenCodec(BENCH_SECRET, 86400)
-
-
-def token(user: str) -> str:
-    return CODEC.issue(user, time.time())[0]
 
 
 async def live_room(client: SignalClient) -> str:
@@ -41,7 +35,18 @@ async def live_room(client: SignalClient) -> str:
     return str(room["live_id"])
 
 
-async def bench_invite(server: Server, count: int, receiver: Server | None = None) -> None:
+@dataclass
+class InviteLatency:
+    count: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    server_cpu: float  # seconds, for `count` start + cancel cycles
+
+
+async def bench_invite(
+    server: Server, count: int, receiver: Server | None = None, quiet: bool = False
+) -> InviteLatency:
     """REST relay start on `server` -> relay.invited on the receiver's socket (on `receiver`,
     another node sharing its Redis, when given)."""
     alice = await SignalClient.connect(server.ws, token("alice"))
@@ -64,14 +69,21 @@ async def bench_invite(server: Server, count: int, receiver: Server | None = Non
     cpu = server.cpu_seconds() - cpu_before
     await alice.close()
     await bob.close()
-    where = "node A -> receiver socket on node B" if receiver else "receiver socket"
-    print(f"invite latency over {count} invitations (REST start -> {where}):")
-    print(
-        f"  p50 {percentile(latencies, 0.5) * 1000:.2f} ms  "
-        f"p99 {percentile(latencies, 0.99) * 1000:.2f} ms  "
-        f"max {max(latencies) * 1000:.2f} ms"
+    result = InviteLatency(
+        count,
+        percentile(latencies, 0.5) * 1000,
+        percentile(latencies, 0.99) * 1000,
+        max(latencies) * 1000,
+        cpu,
     )
-    print(f"  server CPU {cpu:.2f} s for {count} start+cancel cycles")
+    if not quiet:
+        where = "node A -> receiver socket on node B" if receiver else "receiver socket"
+        print(f"invite latency over {count} invitations (REST start -> {where}):")
+        print(
+            f"  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  max {result.max_ms:.2f} ms"
+        )
+        print(f"  server CPU {cpu:.2f} s for {count} start+cancel cycles")
+    return result
 
 
 class RawReceiver:
@@ -159,18 +171,10 @@ async def bench_fanout(server: Server, sockets: int, messages: int) -> None:
     await anchor.close()
 
 
-def rss_bytes(server: Server) -> int:
-    with open(f"/proc/{server.process.pid}/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
 async def bench_memory(server: Server, sockets: int) -> None:
     anchor = await SignalClient.connect(server.ws, token("anchor"))
     live_id = await live_room(anchor)
-    before = rss_bytes(server)
+    before = rss_bytes(server.process.pid)
     receivers = []
     for index in range(sockets):
         receiver = await RawReceiver.open(server.port, f"idle{index}")
@@ -181,7 +185,7 @@ async def bench_memory(server: Server, sockets: int) -> None:
     while info["online_count"] < sockets + 1:
         await asyncio.sleep(0.1)
         info = await anchor.request("room.info", live_id=live_id)
-    after = rss_bytes(server)
+    after = rss_bytes(server.process.pid)
     print(f"memory: {sockets} idle sockets joined to one room")
     print(
         f"  server RSS +{(after - before) / 2**20:.1f} MiB = "

@@ -1,8 +1,9 @@
-"""python-socketio 5 on aiohttp: the fan-out peer of bench/compare.py.
+"""python-socketio 5 on aiohttp: the peer of livesignal in the bench (bench/run.py).
 
-    python bench/compare/socketio_server.py PORT
+    python bench/compare/socketio_server.py PORT [PING_INTERVAL_SECONDS]
 
-Clients emit "join" (acknowledged) to enter the one room; "chat" is broadcast to that room.
+Clients emit "join" ROOM (acknowledged "ok") to enter a socket.io room; "chat" ROOM TEXT is
+broadcast as "chat" TEXT to that room. Engine.IO's ping interval defaults to 25 s.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ import sys
 import socketio
 from aiohttp import web
 
-ROOM = "room"
-
-# Long ping interval: the raw-socket receivers of the bench do not answer Engine.IO pings.
-sio = socketio.AsyncServer(async_mode="aiohttp", ping_interval=60, ping_timeout=60)
+ping_interval = float(sys.argv[2]) if len(sys.argv) > 2 else 25.0
+sio = socketio.AsyncServer(async_mode="aiohttp", ping_interval=ping_interval, ping_timeout=20)
 app = web.Application()
 sio.attach(app)
 
@@ -27,8 +26,8 @@ async def join(sid: str, room: str) -> str:
 
 
 @sio.event
-async def chat(sid: str, data: str) -> None:
-    await sio.emit("chat", data, room=ROOM)
+async def chat(sid: str, room: str, text: str) -> None:
+    await sio.emit("chat", text, room=room)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""The bench scenarios, one module each; bench/run.py runs them all."""

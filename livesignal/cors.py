@@ -83,27 +83,34 @@ def cors_middleware(origins: Iterable[str]) -> Middleware:
     policy = CorsPolicy(origins)
 
     @web.middleware
-    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def cors(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        # Not async itself: a request it has nothing to do with runs `handler` as a tail call,
+        # so no frame of this middleware stays alive under a WebSocket for its whole life.
         origin = request.headers.get("Origin")
         if origin is None:  # not a browser's cross-origin call: the hot path, one lookup
-            return await handler(request)
+            return handler(request)
         path = request.path
         if path not in CORS_PATHS and not path.startswith(CORS_PREFIXES):
-            return await handler(request)
-        allowed = policy.allow_origin(origin)
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            return _preflight(request, allowed)
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:  # what aiohttp itself answers (a 405 on /healthz)
-            if allowed is not None:
-                _mark(exc.headers, allowed)
-            raise
-        if allowed is not None and not response.prepared:
-            _mark(response.headers, allowed)
-        return response
+            return handler(request)
+        return _cross_origin(request, handler, policy.allow_origin(origin))
 
     return cors
+
+
+async def _cross_origin(
+    request: web.Request, handler: Handler, allowed: str | None
+) -> web.StreamResponse:
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return _preflight(request, allowed)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # what aiohttp itself answers (a 405 on /healthz)
+        if allowed is not None:
+            _mark(exc.headers, allowed)
+        raise
+    if allowed is not None and not response.prepared:
+        _mark(response.headers, allowed)
+    return response
 
 
 def _preflight(request: web.Request, allowed: str | None) -> web.Response:

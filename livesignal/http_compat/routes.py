@@ -107,12 +107,21 @@ def rest_handler(operation: str, reads_body: bool) -> Callable[[web.Request], Aw
 
 
 @web.middleware
-async def rest_errors(
+def rest_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> Awaitable[web.StreamResponse]:
+    """Unknown REST paths, wrong methods and crashes still answer in the envelope.
+
+    Not async itself: other paths (a WebSocket above all) run `handler` as a tail call, so no
+    frame of this middleware stays alive for a socket's whole life."""
+    if not request.path.startswith(REST_PREFIXES):
+        return handler(request)
+    return _enveloped(request, handler)
+
+
+async def _enveloped(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Unknown REST paths, wrong methods and crashes still answer in the envelope."""
-    if not request.path.startswith(REST_PREFIXES):
-        return await handler(request)
     try:
         return await handler(request)
     except web.HTTPException as exc:

@@ -60,6 +60,27 @@ AttachAction = Callable[[Hold], Awaitable[Joined]]
 
 
 class Connection:
+    # Thousands of these live at once: no per-instance __dict__ (PROTOCOL §4 sockets are idle
+    # most of their life, so their memory is what a node's capacity is made of).
+    __slots__ = (
+        "ws",
+        "_transport",
+        "services",
+        "identity",
+        "hub",
+        "session_id",
+        "attached",
+        "holds_membership",
+        "room_seq",
+        "last_seen",
+        "_attaching",
+        "_held",
+        "_fanout",
+        "_closing",
+        "_close_task",
+        "leave_reason",
+    )
+
     def __init__(
         self,
         ws: web.WebSocketResponse,
@@ -84,12 +105,6 @@ class Connection:
         self._closing = False
         self._close_task: asyncio.Future[None] | None = None
         self.leave_reason = events.LEFT_LEAVE
-        self._special: dict[str, Callable[[Request], Awaitable[None]]] = {
-            "room.join": self._op_join,
-            "room.start": self._op_start,
-            "room.resume": self._op_resume,
-            "auth.refresh": self._op_refresh,
-        }
 
     # --- outgoing ------------------------------------------------------------------------
     def send(self, frame: str) -> None:
@@ -280,9 +295,9 @@ class Connection:
     async def _dispatch(self, request: Request) -> None:
         try:
             self.services.rates.admit_request(self.identity)
-            special = self._special.get(request.type)
+            special = _ATTACHING_OPS.get(request.type)
             if special is not None:
-                await special(request)
+                await special(self, request)
                 return
             handler = OPERATIONS.get(request.type)
             if handler is None:
@@ -408,6 +423,15 @@ class Connection:
             self.close(CLOSE_TOKEN_EXPIRED, "token expired")
         else:
             self.ping()
+
+
+# Operations that also attach the socket to a room (or act on the socket itself).
+_ATTACHING_OPS: dict[str, Callable[[Connection, Request], Awaitable[None]]] = {
+    "room.join": Connection._op_join,
+    "room.start": Connection._op_start,
+    "room.resume": Connection._op_resume,
+    "auth.refresh": Connection._op_refresh,
+}
 
 
 def describe(connection: Connection) -> dict[str, Any]:

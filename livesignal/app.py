@@ -11,14 +11,19 @@ from typing import Any
 
 from aiohttp import web
 
-from livesignal.appkeys import SERVICES
+from livesignal.appkeys import SERVICES, WS_UPGRADES
 from livesignal.cors import cors_middleware
 from livesignal.health import add_health_routes
 from livesignal.http_compat.routes import add_rest_routes, rest_errors
 from livesignal.http_compat.server_auth import add_server_routes
 from livesignal.log_redaction import install_log_redaction
 from livesignal.media.placement import LocalPlacement, RedisPlacement
-from livesignal.media.routes import PlacementFactory, add_media_routes, node_listener_guard
+from livesignal.media.routes import (
+    GATEWAY_KEY,
+    PlacementFactory,
+    add_media_routes,
+    node_listener_guard,
+)
 from livesignal.metrics import add_metrics_route
 from livesignal.settings import Settings, fill_random_secrets
 from livesignal.signal.auth import RtcTokenCodec, StreamUrls, TokenCodec
@@ -29,6 +34,7 @@ from livesignal.signal.errors import StoreUnavailable
 from livesignal.signal.hub import SocketHub
 from livesignal.signal.services import Services, build_services
 from livesignal.signal.sweeper import sweep_interval
+from livesignal.signal.ws_handshake import UpgradeRequest, UpgradeTaker
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +124,7 @@ def create_app(
     app.cleanup_ctx.append(_backend_lifetime(backend, settings, ctx, shared_secrets))
     hub = SocketHub(services)
     app.router.add_get("/ws", hub.handle)
+    app[WS_UPGRADES] = _upgrades_taken_by(hub, app)
     add_health_routes(app)
     add_metrics_route(app, hub.metrics, hub.gauges)
     app.cleanup_ctx.append(_background(hub.run, "livesignal-socket-hub"))
@@ -134,6 +141,20 @@ def create_app(
     if run_sweeper:
         app.cleanup_ctx.append(_sweeping(services, sweep_interval(settings)))
     return app
+
+
+def _upgrades_taken_by(hub: SocketHub, app: web.Application) -> UpgradeTaker:
+    """/ws upgrades on the public port go to the hub; the node listener takes none."""
+
+    def take(transport: asyncio.Transport, request: UpgradeRequest, early: bytes) -> bool:
+        node_port = app[GATEWAY_KEY].node_port
+        sockname = transport.get_extra_info("sockname")
+        if node_port is not None and isinstance(sockname, tuple) and sockname[1] == node_port:
+            return False  # aiohttp answers it (404: the node listener serves no client)
+        hub.take_upgrade(transport, request, early)
+        return True
+
+    return take
 
 
 MEDIA_PIN_LEASE = 10.0  # seconds a dead node keeps its rooms' media pinned

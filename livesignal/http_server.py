@@ -33,9 +33,11 @@ from aiohttp.http_exceptions import (
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from livesignal.appkeys import WS_UPGRADES
 from livesignal.http_compat.envelope import plain_failure, request_id_of
 from livesignal.log_redaction import redact
 from livesignal.settings import Settings
+from livesignal.signal.ws_handshake import MAX_HEAD, UpgradeTaker, might_be_upgrade, parse_upgrade
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +91,33 @@ class GuardedRequestHandler(web.RequestHandler):
     head that arrives behind a complete one, in the same read, with nothing after it, is left
     to idle_timeout (aiohttp's keep-alive timer closes a connection waiting for a request).
 
+    With `take_upgrade` (the app's WS_UPGRADES), a request head that may be `GET /ws` is held
+    back from aiohttp until it is whole; a WebSocket upgrade is then handed over, transport
+    and all, to the WebSocket layer (signal/socket_link.py), and aiohttp lets go of the
+    connection as it does when a peer disconnects (with the transport detached first, so that
+    it stays open). Anything else is fed to aiohttp as it arrived.
+
     Reads two attributes of RequestHandler, its only private parts used here: `_waiter` (set
     while start() is parked waiting for the next request) and `_request_count` (messages
     parsed so far, parse errors included).
     """
 
-    __slots__ = ("_header_timeout", "_head_timer")
+    __slots__ = ("_header_timeout", "_head_timer", "_take_upgrade", "_sniffed", "_fed")
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        header_timeout: float,
+        take_upgrade: UpgradeTaker | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
         self._head_timer: asyncio.TimerHandle | None = None
+        self._take_upgrade = take_upgrade
+        self._sniffed: bytearray | None = None  # a request head that may be a /ws upgrade
+        self._fed = False  # whether aiohttp's parser has seen any byte yet
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -107,6 +125,62 @@ class GuardedRequestHandler(web.RequestHandler):
             self._head_timer = self._loop.call_later(self._header_timeout, self._head_timed_out)
 
     def data_received(self, data: bytes) -> None:
+        if self._take_upgrade is not None:
+            sniffed = self._sniffed
+            if sniffed is not None:
+                sniffed += data
+                self._sniff()
+                return
+            if self._at_request_start() and might_be_upgrade(data):
+                # The head of a new request that may be `GET /ws`: held back from aiohttp
+                # until it is whole (under the same header timeout) and can be decided.
+                self._sniffed = bytearray(data)
+                if self._head_timer is None and self._header_timeout > 0:
+                    self._head_timer = self._loop.call_later(
+                        self._header_timeout, self._head_timed_out
+                    )
+                self._sniff()
+                return
+        self._feed(data)
+
+    def _at_request_start(self) -> bool:
+        """Whether the next byte begins a request (none of it has reached aiohttp)."""
+        if not self._fed:
+            return True
+        waiter = self._waiter
+        return waiter is not None and not waiter.done() and self._head_timer is None
+
+    def _sniff(self) -> None:
+        sniffed = self._sniffed
+        assert sniffed is not None and self._take_upgrade is not None
+        end = sniffed.find(b"\r\n\r\n")
+        if end < 0:
+            if len(sniffed) > MAX_HEAD or not might_be_upgrade(bytes(sniffed[:8])):
+                self._release()
+            return
+        request = parse_upgrade(bytes(sniffed[: end + 4]))
+        transport = self.transport
+        if request is None or not isinstance(transport, asyncio.Transport):
+            self._release()
+            return
+        if not self._take_upgrade(transport, request, bytes(sniffed[end + 4 :])):
+            self._release()
+            return
+        # The socket is served by the WebSocket layer from now on. aiohttp's side of this
+        # connection ends the way it does when a peer disconnects, with the transport
+        # detached first so that its teardown leaves the socket open.
+        self._sniffed = None
+        self.transport = None
+        self.connection_lost(None)
+
+    def _release(self) -> None:
+        """Not an upgrade the WebSocket layer takes: aiohttp serves it as any request."""
+        sniffed, self._sniffed = self._sniffed, None
+        if sniffed:
+            self._feed(bytes(sniffed))
+
+    def _feed(self, data: bytes) -> None:
+        self._fed = True
         timer = self._head_timer
         if timer is None:
             waiter = self._waiter
@@ -173,7 +247,13 @@ class GuardedRequestHandler(web.RequestHandler):
 class _GuardedServer(web.Server):
     """aiohttp's low-level server, making GuardedRequestHandler protocols."""
 
-    def __init__(self, plain: web.Server, header_timeout: float, **handler_kwargs: Any) -> None:
+    def __init__(
+        self,
+        plain: web.Server,
+        header_timeout: float,
+        take_upgrade: UpgradeTaker | None,
+        **handler_kwargs: Any,
+    ) -> None:
         super().__init__(
             plain.request_handler,
             request_factory=plain.request_factory,
@@ -182,11 +262,16 @@ class _GuardedServer(web.Server):
         )
         self._guard_loop = asyncio.get_running_loop()
         self._header_timeout = header_timeout
+        self._take_upgrade = take_upgrade
         self._handler_kwargs = handler_kwargs
 
     def __call__(self) -> web.RequestHandler:
         return GuardedRequestHandler(
-            self, loop=self._guard_loop, header_timeout=self._header_timeout, **self._handler_kwargs
+            self,
+            loop=self._guard_loop,
+            header_timeout=self._header_timeout,
+            take_upgrade=self._take_upgrade,
+            **self._handler_kwargs,
         )
 
 
@@ -223,7 +308,8 @@ class GuardedAppRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()
-        return _GuardedServer(plain, self._header_timeout, **self._handler_kwargs)
+        take_upgrade = self.app.get(WS_UPGRADES)
+        return _GuardedServer(plain, self._header_timeout, take_upgrade, **self._handler_kwargs)
 
 
 async def start_http_server(

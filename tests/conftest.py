@@ -14,10 +14,13 @@ import aiohttp
 import jwt
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.web_runner import BaseRunner
 
 from livesignal.app import create_app
 from livesignal.appkeys import SERVICES
+from livesignal.http_server import GuardedAppRunner
 from livesignal.settings import Settings, settings_from_mapping
 from livesignal.signal.auth import RtcTokenCodec
 from livesignal.signal.clock import Clock, ManualClock, SystemClock
@@ -177,7 +180,7 @@ async def make_harness(
         settings = make_settings(overrides)
         clock: Clock = ManualClock() if manual_clock else SystemClock()
         app = create_app(settings, clock=clock, run_sweeper=run_sweeper)
-        server = TestServer(app, host="127.0.0.1")
+        server = LivesignalTestServer(app, settings)
         await server.start_server()
         session = aiohttp.ClientSession()
         started.append((server, session))
@@ -187,6 +190,22 @@ async def make_harness(
     for server, session in reversed(started):
         await session.close()
         await server.close()
+
+
+class LivesignalTestServer(TestServer):
+    """aiohttp's TestServer on the runner `livesignal serve` uses (GuardedAppRunner): its
+    header timeouts, and /ws upgrades handed over to the WebSocket layer."""
+
+    def __init__(self, app: web.Application, settings: Settings) -> None:
+        super().__init__(app, host="127.0.0.1")
+        self._settings = settings
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return GuardedAppRunner(
+            self.app,
+            header_timeout=self._settings.limits.header_timeout,
+            idle_timeout=self._settings.limits.idle_timeout,
+        )
 
 
 @pytest.fixture

@@ -419,3 +419,22 @@ async def test_room_events_wait_no_longer_than_the_flush_interval(
     waited = loop.time() - sent
     assert event["data"]["text"] == "soon"
     assert 0.2 <= waited < 1.0  # coalesced for the interval, and not held past it
+
+
+async def test_a_socket_opens_on_a_kept_alive_connection_that_served_rest_first(
+    harness: Harness,
+) -> None:
+    """The upgrade is recognised on any request of a connection, not only its first."""
+    token = harness.token("alice")
+    connector = aiohttp.TCPConnector(limit=1)  # one connection: REST, then the upgrade on it
+    async with aiohttp.ClientSession(connector=connector) as session:
+        profile = harness.base_url + "/client/user/profile"
+        for _ in range(2):
+            async with session.get(profile, headers={"Authorization": token}) as answer:
+                assert answer.status == 200
+        async with session.ws_connect(f"{harness.ws_url}?token={token}") as ws:
+            welcome = await ws.receive_json(timeout=5)
+            assert welcome["type"] == "welcome"
+            await ws.send_str('{"id": 1, "type": "user.profile", "data": {}}')
+            reply = await ws.receive_json(timeout=5)
+            assert (reply["id"], reply["code"]) == (1, 0)

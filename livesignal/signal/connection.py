@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-
-from aiohttp import WSMsgType, web
 
 from livesignal.signal import events
 from livesignal.signal.auth import Identity
@@ -32,6 +31,7 @@ from livesignal.signal.protocol import (
     CLOSE_UNSUPPORTED,
     PONG_FRAME,
     AppPing,
+    Frame,
     Malformed,
     Request,
     error_frame,
@@ -44,6 +44,17 @@ from livesignal.signal.protocol import (
     welcome_frame,
 )
 from livesignal.signal.services import Services
+from livesignal.signal.socket_link import SocketLink
+from livesignal.signal.ws_reader import (
+    CLOSE_NO_STATUS,
+    CLOSE_NORMAL,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    Message,
+)
 
 if TYPE_CHECKING:
     from livesignal.signal.hub import Queued, RoomFanout, SocketHub
@@ -51,7 +62,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_UNSENT = 1024 * 1024  # bytes buffered for one socket before it counts as a slow consumer
-CLOSE_GRACE = 3.0  # seconds a closing handshake may take before the transport is aborted
+# Frames queued behind an operation in progress: reading pauses at INBOX_PAUSE (the kernel's
+# buffers then hold the client back) and resumes once the queue is down to INBOX_RESUME.
+INBOX_PAUSE = 64
+INBOX_RESUME = 16
 
 PING_WIRE = ping_wire()
 
@@ -63,8 +77,9 @@ class Connection:
     # Thousands of these live at once: no per-instance __dict__ (PROTOCOL §4 sockets are idle
     # most of their life, so their memory is what a node's capacity is made of).
     __slots__ = (
-        "ws",
+        "link",
         "_transport",
+        "address",
         "services",
         "identity",
         "hub",
@@ -79,18 +94,21 @@ class Connection:
         "_closing",
         "_close_task",
         "leave_reason",
+        "_inbox",
+        "_worker",
     )
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        link: SocketLink,
         services: Services,
         identity: Identity,
         hub: SocketHub,
-        transport: asyncio.Transport | None,
+        address: str,
     ) -> None:
-        self.ws = ws
-        self._transport = transport
+        self.link = link
+        self._transport = link.transport
+        self.address = address  # the client's address, as counted for sockets_per_ip
         self.services = services
         self.identity = identity
         self.hub = hub
@@ -105,6 +123,10 @@ class Connection:
         self._closing = False
         self._close_task: asyncio.Future[None] | None = None
         self.leave_reason = events.LEFT_LEAVE
+        # Frames that wait for an operation in progress (operations run one at a time, in
+        # order); None while none is queued. The worker task exists only while there is work.
+        self._inbox: deque[Frame | Message] | None = None
+        self._worker: asyncio.Future[None] | None = None
 
     # --- outgoing ------------------------------------------------------------------------
     def send(self, frame: str) -> None:
@@ -161,16 +183,22 @@ class Connection:
             self.leave_reason = leave_reason
         # Presence ends now, not when a silent peer finally lets the closing handshake end.
         self.hub.spawn(self._leave_attached_room())
-        self._close_task = self.hub.spawn(self._close(code, message))
+        self.link.send_close(code, message)  # written now, behind what is queued
+        self._close_task = self.hub.spawn(self._closed())
 
-    async def _close(self, code: int, message: str) -> None:
-        try:
-            await asyncio.wait_for(self.ws.close(code=code, message=message.encode()), CLOSE_GRACE)
-        except (TimeoutError, ConnectionError):
-            pass
-        # A peer that does not answer the closing handshake is cut off.
-        if self._transport is not None and not self.ws.closed:
-            self._transport.abort()
+    async def _closed(self) -> None:
+        """Until the closing handshake ends (the link cuts a peer that does not answer)."""
+        link = self.link
+        if link.lost:
+            return
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def _ended() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        link.on_lost(_ended)
+        await ended
 
     # --- events from this node's fan-out --------------------------------------------------
     def on_room_event(self, event: RoomEvent, wire: bytes) -> bool:
@@ -219,30 +247,26 @@ class Connection:
             self.holds_membership = False
 
     # --- the connection's life -----------------------------------------------------------
-    async def run(self, pending_invitations: list[dict[str, Any]]) -> None:
-        """Serve the socket until it closes; the hub has subscribed its user already."""
+    def start(self, pending_invitations: list[dict[str, Any]]) -> None:
+        """The upgrade is answered: greet the client and give it what waits for it."""
         settings = self.services.settings.presence
-        try:
-            self.send(
-                welcome_frame(
-                    self.session_id,
-                    self.identity.user_id,
-                    settings.heartbeat_interval,
-                    settings.timeout,
-                )
+        self.send(
+            welcome_frame(
+                self.session_id,
+                self.identity.user_id,
+                settings.heartbeat_interval,
+                settings.timeout,
             )
-            for relay in pending_invitations:
-                invited = UserEvent(self.identity.user_id, events.RELAY_INVITED, {"relay": relay})
-                self.send_wire(user_event_wire(invited))
-            await self._read_loop()
-            if self._close_task is not None:
-                # The server is closing: keep the handler (and so the connection) alive until
-                # the closing handshake ends. aiohttp's close() reads and drops what the peer
-                # still sends meanwhile; closing the TCP socket with that unread would make the
-                # kernel answer with a reset, and the peer would never see our close code.
-                await asyncio.shield(self._close_task)
-        finally:
-            await self._leave_attached_room()
+        )
+        for relay in pending_invitations:
+            invited = UserEvent(self.identity.user_id, events.RELAY_INVITED, {"relay": relay})
+            self.send_wire(user_event_wire(invited))
+
+    def on_lost(self) -> None:
+        """The TCP connection is gone: forget the socket, and leave its room."""
+        self._closing = True
+        self.hub.forget(self)
+        self.hub.spawn(self._leave_attached_room())
 
     async def _leave_attached_room(self) -> None:
         """Stop receiving the room's events and drop this socket's hold on the membership."""
@@ -263,34 +287,67 @@ class Connection:
         except Exception:
             log.exception("could not release presence of %s", self.identity.user_id)
 
-    async def _read_loop(self) -> None:
-        ws = self.ws
-        now = self.services.identities.now
-        while not ws.closed:
-            message = await ws.receive()
-            self.last_seen = now()
-            kind = message.type
-            if kind == WSMsgType.TEXT:
-                await self._on_text(message.data)
-            elif kind == WSMsgType.PING:
-                self.send_wire(pong_wire(message.data))
-            elif kind == WSMsgType.PONG:
-                pass  # liveness only
-            elif kind == WSMsgType.BINARY:
-                self.close(CLOSE_UNSUPPORTED, "binary frames are not supported")
-            else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp already sent 1009 for big frames)
-                break
+    # --- incoming (from the link) ---------------------------------------------------------
+    def on_message(self, message: Message) -> None:
+        self.last_seen = self.services.identities.now()
+        item: Frame | Message = message
+        if message.opcode == OP_TEXT:
+            if self._closing:
+                return  # the server is closing this socket: no new work
+            item = parse_frame(message.text)
+        elif message.opcode == OP_PONG:
+            return  # liveness only
+        if self._inbox is None and not isinstance(item, Request):
+            self._handle_now(item)  # nothing in progress to wait for
+            return
+        self._queue(item)
 
-    async def _on_text(self, text: str) -> None:
-        if self._closing:
-            return  # the server is closing this socket: no new work
-        frame = parse_frame(text)
-        if isinstance(frame, AppPing):
+    def on_protocol_error(self, code: int, reason: str) -> None:
+        self.close(code, reason)
+
+    def _handle_now(self, item: Frame | Message) -> None:
+        """A frame answered without the store: pings, malformed frames, binary, close."""
+        if isinstance(item, AppPing):
             self.send(PONG_FRAME)
-        elif isinstance(frame, Malformed):
-            self.send(error_frame(frame.id, BadRequest(frame.message)))
-        else:
-            await self._dispatch(frame)
+        elif isinstance(item, Malformed):
+            self.send(error_frame(item.id, BadRequest(item.message)))
+        elif isinstance(item, Message):
+            if item.opcode == OP_PING:
+                self.send_wire(pong_wire(item.data))
+            elif item.opcode == OP_BINARY:
+                self.close(CLOSE_UNSUPPORTED, "binary frames are not supported")
+            elif item.opcode == OP_CLOSE:
+                self._closing = True  # no new work; the peer leaves
+                self.link.answer_close(
+                    CLOSE_NORMAL if item.close_code == CLOSE_NO_STATUS else item.close_code
+                )
+
+    def _queue(self, item: Frame | Message) -> None:
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append(item)
+        if len(inbox) == INBOX_PAUSE:
+            self._transport.pause_reading()  # a client sending faster than we answer waits
+        if self._worker is None:
+            self._worker = self.hub.spawn(self._work())
+
+    async def _work(self) -> None:
+        """Run queued frames one at a time, in order; ends when the queue is empty."""
+        inbox = self._inbox
+        try:
+            while inbox:
+                item = inbox.popleft()
+                if len(inbox) == INBOX_RESUME and not self._transport.is_closing():
+                    self._transport.resume_reading()
+                if isinstance(item, Request):
+                    if not self._closing:
+                        await self._dispatch(item)
+                else:
+                    self._handle_now(item)
+        finally:
+            self._inbox = None
+            self._worker = None
 
     async def _dispatch(self, request: Request) -> None:
         try:

@@ -1,5 +1,9 @@
 """Every socket of this node: the `/ws` upgrade, per-room and per-user fan-out, pings, caps.
 
+The HTTP server hands over each connection whose request is a `/ws` upgrade (take_upgrade);
+the hub authenticates it, answers 101 or a plain refusal itself, and serves the socket through
+a SocketLink (socket_link.py) with no aiohttp object left per socket.
+
 A node subscribes to a room's events only while it has a socket attached to that room, and to
 a user's events only while that user has a socket here. Each event's wire frame is built once
 per node and written to every socket that wants it. The node remembers the last seq it
@@ -18,18 +22,26 @@ from aiohttp import web
 
 from livesignal.client_address import ClientAddresses
 from livesignal.metrics import FanoutMetrics, Values
-from livesignal.signal.auth import bearer_token
-from livesignal.signal.connection import CLOSE_GRACE, Connection
-from livesignal.signal.errors import ApiError, StoreUnavailable, TooManyRequests, Unauthorized
+from livesignal.signal import ws_handshake
+from livesignal.signal.auth import Identity, bearer_token
+from livesignal.signal.connection import Connection
+from livesignal.signal.errors import (
+    ApiError,
+    BadRequest,
+    StoreUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
 from livesignal.signal.events import ROOM_DELETED, RoomEvent, UserEvent
 from livesignal.signal.protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_LOST_EVENTS,
-    MAX_FRAME,
     room_event_wire,
     user_event_wire,
 )
 from livesignal.signal.services import Services
+from livesignal.signal.socket_link import CLOSE_GRACE, SocketLink
+from livesignal.signal.ws_handshake import UpgradeRequest
 
 log = logging.getLogger(__name__)
 
@@ -278,49 +290,106 @@ class SocketHub:
             await asyncio.wait(list(self._tasks), timeout=CLOSE_GRACE)
 
     # --- the upgrade -----------------------------------------------------------------------
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        """GET /ws: authenticate before the upgrade, then serve the socket until it closes."""
+    def take_upgrade(
+        self, transport: asyncio.Transport, request: UpgradeRequest, early: bytes
+    ) -> None:
+        """The HTTP server hands over a connection whose head is a `/ws` upgrade (and any
+        bytes that followed it): decide it, and serve the socket if it is accepted."""
+        link = SocketLink(transport, early)
+        transport.set_protocol(link)
+        self.spawn(self._admit(link, request))
+
+    def _admitted(self, token: str | None, address: str) -> Identity:
+        """Who may open a socket now; raises the ApiError that refuses the upgrade."""
+        if not token:
+            raise Unauthorized("missing token")
+        identity = self.services.identities.verify(token)
+        self.services.rates.admit_request(identity)
+        return identity
+
+    async def _admit(self, link: SocketLink, request: UpgradeRequest) -> None:
+        """Authenticate before the upgrade; answer 101 and start the socket, or refuse."""
         services = self.services
-        token = bearer_token(request.headers.get("Authorization")) or request.query.get("token")
-        address = self._addresses.of(request.remote, request.headers.get("X-Forwarded-For"))
+        token = bearer_token(request.header("authorization")) or request.query("token")
+        peer = link.transport.get_extra_info("peername")
+        remote = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        address = self._addresses.of(remote, request.header("x-forwarded-for"))
         try:
-            if not token:
-                raise Unauthorized("missing token")
-            identity = services.identities.verify(token)
-            services.rates.admit_request(identity)
+            identity = self._admitted(token, address)
             await services.users.ensure(identity.user_id)
+            if (problem := request.problem()) is not None:
+                raise BadRequest(problem)
+            if not request.version_ok():
+                link.refuse(
+                    ws_handshake.refusal(
+                        400,
+                        {"code": 400, "message": "Sec-WebSocket-Version 13 is required"},
+                        {"Sec-WebSocket-Version": "13"},
+                    )
+                )
+                return
             # No await between checking and counting: a burst of upgrades cannot pass together.
             self._per_user.check(identity.user_id)
             self._per_address.check(address)
         except ApiError as error:
-            return _refusal(error)
+            link.refuse(_refusal_bytes(error))
+            return
         except (ConnectionError, TimeoutError, OSError):
-            return _refusal(StoreUnavailable())
+            link.refuse(_refusal_bytes(StoreUnavailable()))
+            return
         self._per_user.add(identity.user_id)
         self._per_address.add(address)
+        connection = Connection(link, services, identity, self, address)
+        # What needs the store is done before the upgrade: with the store unreachable the
+        # client gets a plain 503 instead of a socket cut off right after it opened.
         try:
-            # aiohttp refuses a message of max_msg_size bytes or more; PROTOCOL: over 64 KiB.
-            ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=MAX_FRAME + 1)
-            connection = Connection(ws, services, identity, self, request.transport)
-            # What needs the store is done before the upgrade: with the store unreachable the
-            # client gets a plain 503 instead of a socket cut off right after it opened.
-            try:
-                await self.add_user_socket(connection)
-                pending = await services.relays.pending(identity)
-            except (ApiError, ConnectionError, TimeoutError, OSError) as error:
-                self.remove_user_socket(connection)
-                return _refusal(error if isinstance(error, ApiError) else StoreUnavailable())
-            await ws.prepare(request)
-            self.connections.add(connection)
-            try:
-                await connection.run(pending["list"])
-            finally:
-                self.connections.discard(connection)
-                self.remove_user_socket(connection)
-        finally:
-            self._per_user.remove(identity.user_id)
-            self._per_address.remove(address)
-        return ws
+            await self.add_user_socket(connection)
+            pending = await services.relays.pending(identity)
+        except (ApiError, ConnectionError, TimeoutError, OSError) as error:
+            self._release_counts(connection)
+            self.remove_user_socket(connection)
+            link.refuse(
+                _refusal_bytes(error if isinstance(error, ApiError) else StoreUnavailable())
+            )
+            return
+        if link.lost or link.transport.is_closing():
+            self._release_counts(connection)
+            self.remove_user_socket(connection)
+            return
+        self.connections.add(connection)
+        link.accept(ws_handshake.switching_protocols(request), connection)
+        connection.start(pending["list"])
+
+    def forget(self, connection: Connection) -> None:
+        """A socket's connection is gone: it counts no more."""
+        if connection in self.connections:
+            self.connections.discard(connection)
+            self._release_counts(connection)
+            self.remove_user_socket(connection)
+
+    def _release_counts(self, connection: Connection) -> None:
+        self._per_user.remove(connection.identity.user_id)
+        self._per_address.remove(connection.address)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """GET /ws that is no WebSocket upgrade the server could take over (those never get
+        here): the same refusals an upgrade would get, else 400."""
+        token = bearer_token(request.headers.get("Authorization")) or request.query.get("token")
+        address = self._addresses.of(request.remote, request.headers.get("X-Forwarded-For"))
+        try:
+            self._admitted(token, address)
+        except ApiError as error:
+            return _refusal(error)
+        return _refusal(BadRequest("a WebSocket upgrade (RFC 6455) is required"))
+
+
+def _refusal_bytes(error: ApiError) -> bytes:
+    """An upgrade refused before it happens, as raw HTTP on the handed-over connection."""
+    headers = {}
+    if isinstance(error, TooManyRequests) and error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    body = {"code": error.code, "message": error.message}
+    return ws_handshake.refusal(error.http_status, body, headers)
 
 
 def _refusal(error: ApiError) -> web.Response:

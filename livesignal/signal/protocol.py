@@ -51,6 +51,7 @@ Frame = Request | AppPing | Malformed
 PONG_FRAME = '{"type":"pong"}'
 
 _OP_TEXT = 0x1
+_OP_CLOSE = 0x8
 _OP_PING = 0x9
 _OP_PONG = 0xA
 _FIN = 0x80
@@ -71,6 +72,12 @@ def _wire(opcode: int, payload: bytes) -> bytes:
 def text_wire(text: str) -> bytes:
     """A text frame ready for the transport: built once, written to every socket it reaches."""
     return _wire(_OP_TEXT, text.encode())
+
+
+def close_wire(code: int, reason: str) -> bytes:
+    """A close frame; the reason is cut to fit a control frame's 125 bytes."""
+    text = reason.encode()[:123].decode("utf-8", "ignore").encode()  # whole characters only
+    return _wire(_OP_CLOSE, code.to_bytes(2, "big") + text)
 
 
 def ping_wire() -> bytes:

@@ -1,0 +1,122 @@
+"""The sans-I/O WebSocket frame reader and handshake (RFC 6455) the server reads clients with."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from livesignal.signal.ws_handshake import accept_key, might_be_upgrade, parse_upgrade
+from livesignal.signal.ws_reader import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_TEXT,
+    FrameReader,
+    Message,
+    WsProtocolError,
+    unmask,
+)
+
+MASK = b"\x37\xfa\x21\x3d"
+
+
+def frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True) -> bytes:
+    length = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    bit = 0x80 if masked else 0
+    if length < 126:
+        head += bytes([bit | length])
+    elif length < 1 << 16:
+        head += bytes([bit | 126]) + length.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + length.to_bytes(8, "big")
+    return head + (MASK + unmask(payload, MASK) if masked else payload)
+
+
+def read_all(data: bytes, step: int | None = None, limit: int = 64 * 1024) -> list[Message]:
+    reader = FrameReader(limit)
+    if step is None:
+        return reader.feed(data)
+    out: list[Message] = []
+    for start in range(0, len(data), step):
+        out += reader.feed(data[start : start + step])
+    return out
+
+
+def test_messages_come_whole_and_in_order_however_the_bytes_are_cut() -> None:
+    data = (
+        frame(OP_TEXT, "héllo".encode())
+        + frame(OP_TEXT, b"par", fin=False)
+        + frame(OP_PING, b"in between")  # a control frame inside a fragmented message
+        + frame(0x0, b"ts")
+        + frame(OP_BINARY, bytes(range(256)) * 200)  # a 16-bit length
+        + frame(OP_CLOSE, (1000).to_bytes(2, "big") + b"bye")
+    )
+    for step in (None, 1, 7, 4096):
+        messages = read_all(data, step)
+        assert [(m.opcode, m.text or m.data[:10]) for m in messages] == [
+            (OP_TEXT, "héllo"),
+            (OP_PING, b"in between"),
+            (OP_TEXT, "parts"),
+            (OP_BINARY, bytes(range(10))),
+            (OP_CLOSE, b"bye"),
+        ]
+        assert messages[-1].close_code == 1000
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (frame(OP_TEXT, b"x", masked=False), 1002),  # clients must mask
+        (bytes([0x80 | 0x40 | OP_TEXT, 0x80]) + MASK, 1002),  # RSV1 without an extension
+        (frame(0x3, b""), 1002),  # a reserved opcode
+        (frame(0x0, b"x"), 1002),  # continuation of nothing
+        (frame(OP_TEXT, b"a", fin=False) + frame(OP_TEXT, b"b"), 1002),
+        (frame(OP_PING, b"x" * 126), 1002),  # control frames are short
+        (frame(OP_PING, b"x", fin=False), 1002),  # and whole
+        (frame(OP_TEXT, b"\xff\xfe"), 1007),  # text must be UTF-8
+        (frame(OP_CLOSE, (1005).to_bytes(2, "big")), 1002),  # a code no one may send
+        (frame(OP_CLOSE, b"\x03"), 1002),
+        (frame(OP_TEXT, b"x" * (64 * 1024 + 1)), 1009),
+        (frame(OP_TEXT, b"x" * 40000, fin=False) + frame(0x0, b"x" * 30000), 1009),
+    ],
+)
+def test_protocol_errors_carry_the_close_code_to_answer_with(data: bytes, code: int) -> None:
+    with pytest.raises(WsProtocolError) as refused:
+        read_all(data)
+    assert refused.value.code == code
+
+
+def test_an_oversized_frame_is_refused_from_its_header_before_its_payload_arrives() -> None:
+    head = frame(OP_TEXT, b"x" * (10 * 1024 * 1024))[:14]  # header and mask only
+    with pytest.raises(WsProtocolError) as refused:
+        FrameReader(64 * 1024).feed(head)
+    assert refused.value.code == 1009
+
+
+def test_an_upgrade_head_is_recognised_and_anything_else_left_to_http() -> None:
+    key = base64.b64encode(b"0123456789abcdef").decode()
+    head = (
+        f"GET /ws?token=abc&x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\n"
+        f"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    request = parse_upgrade(head)
+    assert request is not None
+    assert request.query("token") == "abc" and request.problem() is None and request.version_ok()
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455
+    assert (
+        might_be_upgrade(b"GE") and might_be_upgrade(b"GET /ws?t") and might_be_upgrade(b"GET /ws")
+    )
+    assert not might_be_upgrade(b"GET /wss") and not might_be_upgrade(b"POST /ws")
+    for other in (
+        head.replace(b"GET /ws?", b"GET /wsx?"),
+        head.replace(b"HTTP/1.1", b"HTTP/1.0"),
+        head.replace(b"Upgrade: WebSocket\r\n", b""),  # a plain GET /ws: HTTP refuses it
+        head.replace(b"Host: h\r\n", b"Host: h\r\nContent-Length: 3\r\n"),
+        head.replace(b"Host: h", b"Host : h"),
+    ):
+        assert parse_upgrade(other) is None
+    missing_key = parse_upgrade(head.replace(f"Sec-WebSocket-Key: {key}\r\n".encode(), b""))
+    assert missing_key is not None and missing_key.problem() is not None

@@ -386,14 +386,16 @@ async def test_coalesced_writes_keep_every_frame_in_order(
 async def test_a_reply_is_not_held_for_coalescing_and_still_follows_the_rooms_events(
     make_harness: HarnessFactory, connect: Connect
 ) -> None:
-    """Room events wait for [ws] flush_interval; a frame produced for the socket later (its
-    reply) takes them along at once instead of waiting, and never overtakes them."""
+    """Room events written less than flush_interval ago wait for it to end; a frame produced
+    for the socket later (its reply) takes them along at once and never overtakes them."""
     harness = await make_harness({"ws": {"flush_interval": 1.0}})  # the largest bound
     anchor = await connect(harness, "anchor")
     live_id = await live_room(anchor)
     viewer = await connect(harness, "viewer")
     await viewer.request("room.join", live_id=live_id)
-    await anchor.request("chat.send", live_id=live_id, text="queued")
+    await anchor.request("chat.send", live_id=live_id, text="at once")  # a quiet room
+    assert (await viewer.next_event("chat.message"))["data"]["text"] == "at once"
+    await anchor.request("chat.send", live_id=live_id, text="queued")  # within the second
     loop = asyncio.get_running_loop()
     asked = loop.time()
     await viewer.request("room.info", live_id=live_id)
@@ -407,18 +409,25 @@ async def test_a_reply_is_not_held_for_coalescing_and_still_follows_the_rooms_ev
 async def test_room_events_wait_no_longer_than_the_flush_interval(
     make_harness: HarnessFactory, connect: Connect
 ) -> None:
+    """A quiet room's event goes out at once; the next, within the interval, waits for the
+    interval's end, and no longer."""
     harness = await make_harness({"ws": {"flush_interval": 0.3}})
     anchor = await connect(harness, "anchor")
     live_id = await live_room(anchor)
     viewer = await connect(harness, "viewer")
     await viewer.request("room.join", live_id=live_id)
+    await asyncio.sleep(0.7)  # the join's own events went out over an interval ago: quiet
     loop = asyncio.get_running_loop()
-    await anchor.request("chat.send", live_id=live_id, text="soon")
-    sent = loop.time()
-    event = await viewer.next_event("chat.message", timeout=2.0)
-    waited = loop.time() - sent
-    assert event["data"]["text"] == "soon"
-    assert 0.2 <= waited < 1.0  # coalesced for the interval, and not held past it
+    started = loop.time()
+    await anchor.request("chat.send", live_id=live_id, text="first")
+    first = await viewer.next_event("chat.message", timeout=2.0)
+    first_after = loop.time() - started
+    await anchor.request("chat.send", live_id=live_id, text="second")
+    second = await viewer.next_event("chat.message", timeout=2.0)
+    second_after = loop.time() - started
+    assert (first["data"]["text"], second["data"]["text"]) == ("first", "second")
+    assert first_after < 0.2  # at once
+    assert 0.2 <= second_after < 1.0  # coalescing for the rest of the interval, not past it
 
 
 async def test_a_socket_opens_on_a_kept_alive_connection_that_served_rest_first(

@@ -154,7 +154,9 @@ class GuardedRequestHandler(web.RequestHandler):
         sniffed = self._sniffed
         assert sniffed is not None and self._take_upgrade is not None
         end = sniffed.find(b"\r\n\r\n")
-        if end < 0:
+        if end < 0 or end + 4 > MAX_HEAD:
+            # A head over MAX_HEAD, even one that came whole in a single read, goes to aiohttp
+            # and its limits on lines and headers (a 400), as every other request does.
             if len(sniffed) > MAX_HEAD or not might_be_upgrade(bytes(sniffed[:8])):
                 self._release()
             return

@@ -120,3 +120,23 @@ def test_an_upgrade_head_is_recognised_and_anything_else_left_to_http() -> None:
         assert parse_upgrade(other) is None
     missing_key = parse_upgrade(head.replace(f"Sec-WebSocket-Key: {key}\r\n".encode(), b""))
     assert missing_key is not None and missing_key.problem() is not None
+
+
+def test_a_flood_of_empty_fragments_holds_no_memory() -> None:
+    """A message opened and never finished, fed empty continuation frames without end: what
+    the reader holds stays bounded by the message limit, not by the number of frames."""
+    import tracemalloc
+
+    reader = FrameReader(64 * 1024)
+    assert reader.feed(frame(OP_TEXT, b"{", fin=False)) == []
+    chunk = frame(0x0, b"", fin=False) * 10_000  # 60 KB of frames that add nothing
+    tracemalloc.start()
+    try:
+        for _ in range(10):  # a hundred thousand fragments
+            assert reader.feed(chunk) == []
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 128 * 1024
+    last = reader.feed(frame(0x0, b"}"))
+    assert [m.text for m in last] == ["{}"]

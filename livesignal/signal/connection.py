@@ -345,6 +345,10 @@ class Connection:
                         await self._dispatch(item)
                 else:
                     self._handle_now(item)
+            if self.link.lost:
+                # The peer left while an operation ran: on_lost left the room it was in then,
+                # and what the operation attached since is left now (no ghost member).
+                await self._leave_attached_room()
         finally:
             self._inbox = None
             self._worker = None

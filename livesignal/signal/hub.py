@@ -329,6 +329,15 @@ class SocketHub:
 
     async def _admit(self, link: SocketLink, request: UpgradeRequest) -> None:
         """Authenticate before the upgrade; answer 101 and start the socket, or refuse."""
+        try:
+            await self._admit_or_refuse(link, request)
+        except Exception:
+            # A bug, or a store error no layer mapped: what a failing handler answers (a 500),
+            # not a connection left open with nothing to end it.
+            log.exception("could not open a socket")
+            link.refuse(_refusal_bytes(ApiError()))
+
+    async def _admit_or_refuse(self, link: SocketLink, request: UpgradeRequest) -> None:
         services = self.services
         token = bearer_token(request.header("authorization")) or request.query("token")
         peer = link.transport.get_extra_info("peername")
@@ -365,9 +374,11 @@ class SocketHub:
         try:
             await self.add_user_socket(connection)
             pending = await services.relays.pending(identity)
-        except (ApiError, ConnectionError, TimeoutError, OSError) as error:
+        except BaseException as error:
             self._release_counts(connection)
             self.remove_user_socket(connection)
+            if not isinstance(error, ApiError | ConnectionError | TimeoutError | OSError):
+                raise
             link.refuse(
                 _refusal_bytes(error if isinstance(error, ApiError) else StoreUnavailable())
             )
@@ -379,6 +390,7 @@ class SocketHub:
         self.connections.add(connection)
         link.accept(ws_handshake.switching_protocols(request), connection)
         connection.start(pending["list"])
+        link.read_early()
 
     def forget(self, connection: Connection) -> None:
         """A socket's connection is gone: it counts no more."""

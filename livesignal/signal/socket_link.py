@@ -10,7 +10,9 @@ The link reads frames (ws_reader.py) and hands whole messages to its Connection;
 frames are written by the Connection straight into `transport`. It runs the closing
 handshake: after sending a close frame it keeps reading until the peer answers with its own
 (then closes the TCP connection, as RFC 6455 §7.1.1 has the server do), or cuts the
-connection after `CLOSE_GRACE`.
+connection after `CLOSE_GRACE`. Every way the link ends a connection is bounded by that
+grace: a transport closes only once its buffer is written, which a peer that stopped reading
+would otherwise put off forever, holding the socket and its counts.
 """
 
 from __future__ import annotations
@@ -64,16 +66,22 @@ class SocketLink(asyncio.Protocol):
         self.transport.write(answer)
         self._owner = owner
         self._reader = FrameReader(MAX_FRAME)
+
+    def read_early(self) -> None:
+        """Read what the client sent before its upgrade was answered (once it is greeted:
+        the welcome frame comes first, PROTOCOL §4.1)."""
         early, self._early = self._early, None
-        if early:
+        if early and self._reader is not None:
             self.data_received(bytes(early))
 
     def refuse(self, answer: bytes) -> None:
         """Answer the upgrade with a plain HTTP refusal and close once it is written."""
         self._early = None
-        if not self.transport.is_closing():
+        if self._reader is not None:  # too late for HTTP: the socket is open
+            self.transport.abort()
+        elif not self.transport.is_closing():
             self.transport.write(answer)
-            self.transport.close()
+            self._end()
 
     @property
     def lost(self) -> bool:
@@ -93,15 +101,24 @@ class SocketLink(asyncio.Protocol):
             return
         self._closing = True
         self.transport.write(close_wire(code, reason))
-        loop = asyncio.get_running_loop()
-        self._abort_timer = loop.call_later(CLOSE_GRACE, self.transport.abort)
+        self._cut_after_grace()
 
     def answer_close(self, code: int) -> None:
         """The peer started the closing handshake: echo its code and end the connection."""
         if not self._closing and not self.transport.is_closing():
             self._closing = True
             self.transport.write(close_wire(code, ""))
+        self._end()
+
+    def _end(self) -> None:
+        """Close once what is buffered is written, but no later than CLOSE_GRACE from now."""
         self.transport.close()
+        self._cut_after_grace()
+
+    def _cut_after_grace(self) -> None:
+        if self._abort_timer is None and self._lost is not None:
+            loop = asyncio.get_running_loop()
+            self._abort_timer = loop.call_later(CLOSE_GRACE, self.transport.abort)
 
     # --- asyncio.Protocol ----------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -114,28 +131,36 @@ class SocketLink(asyncio.Protocol):
                     self.transport.abort()
             return
         if self._failed:
-            return
+            return  # drained unread until the peer closes, or the grace runs out
         try:
             messages = reader.feed(data)
         except WsProtocolError as error:
-            # The stream cannot be read past this point: fail the connection (RFC 6455 §7.1.7).
+            # The stream cannot be read past this point: fail the connection (RFC 6455 §7.1.7)
+            # with our close frame, then a FIN. What the peer still sends is read and dropped
+            # until it closes (or CLOSE_GRACE passes): closing the TCP socket on unread data
+            # would make the kernel answer with a reset, which may cost the peer our frame.
             self._failed = True
             if not self._closing and self._owner is not None:
                 self._owner.on_protocol_error(error.code, error.reason)
-            self.transport.close()
+            if self._closing and self.transport.can_write_eof():
+                self.transport.write_eof()  # nothing is written after our close frame
+            self._cut_after_grace()
             return
         owner = self._owner
         for message in messages:
             if self._closing:
                 if message.opcode == 0x8:  # the peer's answer to our close frame
-                    self.transport.close()
+                    self._end()
                     return
                 continue  # the peer may send a little more before it answers: dropped
             if owner is not None:
                 owner.on_message(message)
 
     def eof_received(self) -> bool:
-        return False  # a half-closed peer is a gone peer: close our side too
+        # A half-closed peer is a gone peer: close our side too (asyncio does, once the
+        # buffer is written; a peer that does not read it is cut after the grace).
+        self._cut_after_grace()
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._abort_timer is not None:

@@ -62,7 +62,9 @@ class FrameReader:
     def __init__(self, max_message: int) -> None:
         self._max = max_message
         self._buffer = bytearray()  # what arrived of frames not complete yet
-        self._parts: list[bytes] = []  # a fragmented data message being assembled
+        # A fragmented data message being assembled: one buffer, so that a flood of empty
+        # fragments costs nothing (a list would grow by an entry per frame, unbounded).
+        self._parts = bytearray()
         self._parts_size = 0
         self._part_op = 0  # its opcode; 0 when none is open
 
@@ -128,12 +130,12 @@ class FrameReader:
             return _data_message(opcode, payload)
         if opcode != OP_CONTINUATION:
             self._part_op = opcode
-        self._parts.append(payload)
+        self._parts += payload
         self._parts_size += len(payload)
         if not fin:
             return None
-        whole = b"".join(self._parts)
-        opcode, self._part_op, self._parts, self._parts_size = self._part_op, 0, [], 0
+        whole = bytes(self._parts)
+        opcode, self._part_op, self._parts, self._parts_size = self._part_op, 0, bytearray(), 0
         return _data_message(opcode, whole)
 
 

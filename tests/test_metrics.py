@@ -31,7 +31,7 @@ async def scrape(harness: Harness) -> dict[str, float]:
 async def test_metrics_count_sockets_and_the_frames_and_writes_of_the_fan_out(
     make_harness: HarnessFactory, connect: Connect
 ) -> None:
-    harness = await make_harness({"ws": {"flush_interval": 0.05}})
+    harness = await make_harness({"ws": {"flush_interval": 0.2}})
     before = await scrape(harness)
     assert before["livesignal_sockets"] == 0
     anchor = await connect(harness, "anchor")

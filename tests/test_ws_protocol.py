@@ -411,12 +411,12 @@ async def test_room_events_wait_no_longer_than_the_flush_interval(
 ) -> None:
     """A quiet room's event goes out at once; the next, within the interval, waits for the
     interval's end, and no longer."""
-    harness = await make_harness({"ws": {"flush_interval": 0.3}})
+    harness = await make_harness({"ws": {"flush_interval": 0.5}})
     anchor = await connect(harness, "anchor")
     live_id = await live_room(anchor)
     viewer = await connect(harness, "viewer")
     await viewer.request("room.join", live_id=live_id)
-    await asyncio.sleep(0.7)  # the join's own events went out over an interval ago: quiet
+    await asyncio.sleep(1.1)  # the join's own events went out over an interval ago: quiet
     loop = asyncio.get_running_loop()
     started = loop.time()
     await anchor.request("chat.send", live_id=live_id, text="first")
@@ -426,8 +426,8 @@ async def test_room_events_wait_no_longer_than_the_flush_interval(
     second = await viewer.next_event("chat.message", timeout=2.0)
     second_after = loop.time() - started
     assert (first["data"]["text"], second["data"]["text"]) == ("first", "second")
-    assert first_after < 0.2  # at once
-    assert 0.2 <= second_after < 1.0  # coalescing for the rest of the interval, not past it
+    assert first_after < 0.3  # at once
+    assert 0.35 <= second_after < 1.5  # coalescing for the rest of the interval, not past it
 
 
 async def test_a_socket_opens_on_a_kept_alive_connection_that_served_rest_first(

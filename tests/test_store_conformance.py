@@ -233,6 +233,21 @@ async def test_members_their_order_presence_and_lapse(engine: Engine) -> None:
     await store.transact(leave)
     assert await where("u1") is None
     assert [m.user_id for m in await store.present_members("r1", now)] == ["u2", "u3"]
+    assert await store.present_count("r1", now) == 2
+    assert await store.present_count("r1", now + 7) == 1  # u3's deadline passed
+
+    async def swap(tx: Tx) -> None:
+        """u2's socket goes (a past deadline is all it keeps); u3 opens one."""
+        u2, u3 = await tx.member("r1", "u2"), await tx.member("r1", "u3")
+        assert u2 is not None and u3 is not None
+        u2.holds.clear()
+        u3.holds["node-b"] = 1
+        tx.put_member(u2)
+        tx.put_member(u3)
+
+    await store.transact(swap)
+    assert await store.present_count("r1", now) == 1
+    assert await store.present_count("r1", now + 1000) == 1  # held by a socket: no deadline
 
 
 async def test_dropping_a_room_drops_its_members_and_history(engine: Engine) -> None:
@@ -254,6 +269,7 @@ async def test_dropping_a_room_drops_its_members_and_history(engine: Engine) -> 
     assert done.events[0].seq == 2
     assert await store.get_member("u1", "r1") is None
     assert await store.present_members("r1", store.now()) == []
+    assert await store.present_count("r1", store.now()) == 0
     assert (await engine.broker.replay("r1", 0)).events == []
 
 

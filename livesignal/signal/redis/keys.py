@@ -32,6 +32,12 @@ def room_members(live_id: str) -> str:
     return f"{PREFIX}room:{live_id}:members"
 
 
+def room_present(live_id: str) -> str:
+    """zset user_id -> until when the member is present (inf while a socket holds it), so
+    that a room's online count is one ZCOUNT instead of reading every member."""
+    return f"{PREFIX}room:{live_id}:present"
+
+
 def member(live_id: str, user_id: str) -> str:
     return f"{PREFIX}room:{live_id}:member:{user_id}"
 

@@ -191,6 +191,7 @@ class RedisTx:
                 live_id,
                 keys.room(live_id),
                 keys.room_members(live_id),
+                keys.room_present(live_id),
                 keys.room_pv(live_id),
                 keys.room_uv(live_id),
                 keys.room_visitors(live_id),
@@ -224,6 +225,9 @@ class RedisTx:
                 self._ops.append(["ZADD", keys.REST_DEADLINES, repr(member.rest_deadline), pair])
             else:
                 self._ops.append(["ZREM", keys.REST_DEADLINES, pair])
+        if before is None or before[1] != member.rest_deadline or before[2] != set(member.holds):
+            until = "inf" if member.holds else repr(member.rest_deadline)
+            self._ops.append(["ZADD", keys.room_present(live_id), until, user_id])
         for node_id in set(member.holds) - (before[2] if before is not None else set()):
             self._ops.append(["SADD", keys.node_holds(node_id), pair])
 
@@ -231,6 +235,7 @@ class RedisTx:
         live_id, user_id = member.live_id, member.user_id
         self._ops.append(["DEL", keys.member(live_id, user_id)])
         self._ops.append(["ZREM", keys.room_members(live_id), user_id])
+        self._ops.append(["ZREM", keys.room_present(live_id), user_id])
         self._ops.append(["ZREM", keys.REST_DEADLINES, records.pair(live_id, user_id)])
         self._ops.append(["AT_CLEAR", keys.user_at(user_id), live_id])
 
@@ -437,7 +442,10 @@ class RedisStore:
         return [m for m in await self._members(live_id) if m.is_present(now)]
 
     async def present_count(self, live_id: str, now: float) -> int:
-        return len(await self.present_members(live_id, now))
+        count = await self._guard(
+            self.redis.zcount(keys.room_present(live_id), f"({now!r}", "+inf")
+        )
+        return int(count)
 
     async def active_relays(self) -> list[Relay]:
         relay_ids = await self._guard(self.redis.smembers(keys.ACTIVE_RELAYS))

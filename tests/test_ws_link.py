@@ -295,3 +295,32 @@ async def test_an_upgrade_head_over_the_limit_gets_the_parsers_400(
     await raw.send(head[:-2] + b"X-Padding: " + b"p" * 20_000 + b"\r\n\r\n")
     assert (await raw.head()).split(b" ", 2)[1] == b"400"
     assert b"too long" in raw.buffer
+
+
+async def test_an_upgrade_decided_while_the_server_shuts_down_is_refused_with_503(
+    make_harness: HarnessFactory, raw_sockets: list[RawSocket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown closes every open socket with 1001; one still being admitted then gets a
+    plain 503 instead of a socket nobody will close."""
+    harness = await make_harness(backend="memory")
+    relays = harness.services.relays
+    pending = relays.pending
+    admitting = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        admitting.set()
+        await release.wait()
+        return await pending(*args, **kwargs)
+
+    monkeypatch.setattr(relays, "pending", slow)
+    raw = await RawSocket.open(harness, "alice")
+    raw_sockets.append(raw)
+    await asyncio.wait_for(admitting.wait(), 5)
+    shutting_down = asyncio.ensure_future(harness.server.app.shutdown())
+    await asyncio.sleep(0)  # on_shutdown has run close_all's first step
+    release.set()
+    head = await raw.head()
+    assert head.startswith(b"HTTP/1.1 503"), head
+    assert b"shutting down" in raw.buffer
+    await shutting_down

@@ -57,6 +57,14 @@ class StoreUnavailable(ApiError):
     default_message = "backing store unreachable; the call did not complete, retry is safe"
 
 
+class ShuttingDown(ApiError):
+    """An upgrade that arrives while the server is closing its sockets."""
+
+    code = 503
+    http_status = 503
+    default_message = "server shutting down: connect again (to another node)"
+
+
 class RejoinRequired(ApiError):
     """compat.profile "original": a REST heartbeat of a user who is not (or no longer) a
     member. The original SDKs join the room again only when a heartbeat fails with HTTP 500."""

@@ -29,6 +29,7 @@ from livesignal.signal.connection import Connection
 from livesignal.signal.errors import (
     ApiError,
     BadRequest,
+    ShuttingDown,
     StoreUnavailable,
     TooManyRequests,
     Unauthorized,
@@ -193,6 +194,7 @@ class SocketHub:
         self._rooms: dict[str, RoomFanout] = {}
         self._users: dict[str, dict[Connection, None]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
+        self._closing = False  # close_all has run: the server is shutting down
         presence = services.settings.presence
         self.interval = presence.heartbeat_interval
         self.timeout = presence.timeout
@@ -304,6 +306,7 @@ class SocketHub:
                 connection.tick(now, self.timeout)
 
     async def close_all(self) -> None:
+        self._closing = True  # upgrades still being admitted are refused from now on
         for connection in list(self.connections):
             connection.close(CLOSE_GOING_AWAY, "server shutting down")
         if self._tasks:
@@ -383,9 +386,11 @@ class SocketHub:
                 _refusal_bytes(error if isinstance(error, ApiError) else StoreUnavailable())
             )
             return
-        if link.lost or link.transport.is_closing():
+        if link.lost or link.transport.is_closing() or self._closing:
             self._release_counts(connection)
             self.remove_user_socket(connection)
+            if self._closing:
+                link.refuse(_refusal_bytes(ShuttingDown()))
             return
         self.connections.add(connection)
         link.accept(ws_handshake.switching_protocols(request), connection)

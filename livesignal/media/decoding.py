@@ -17,7 +17,6 @@ import asyncio
 import fractions
 import logging
 import weakref
-from collections import deque
 from typing import Any
 
 import av
@@ -28,6 +27,7 @@ from av.codec.context import CodecContext
 from av.packet import Packet
 from av.video.codeccontext import VideoCodecContext
 
+from livesignal.media.backlog import KeyframeBacklog
 from livesignal.media.census import CENSUS
 from livesignal.media.feed import FeedTrack, catch_up
 
@@ -160,82 +160,17 @@ async def _read(proxy: MediaStreamTrack, source: FeedTrack, backlog: DecodeBackl
         backlog.close()
 
 
-class DecodeBacklog:
-    """The packets a decoder has yet to decode: at most `limit`, in a decodable order.
-
-    When it is full, the oldest packets up to the next keyframe are dropped (for audio, where
-    every packet is one, that is the oldest packet); with no keyframe queued, all of them
-    are, and it waits for the next keyframe and asks `source` for one. So what is queued
-    always starts at a keyframe or continues what the decoder already has.
-    """
+class DecodeBacklog(KeyframeBacklog["Packet[Any]"]):
+    """The packets a decoder has yet to decode: at most `limit` (`MAX_DECODE_BACKLOG`), in a
+    decodable order, asking `source` for a keyframe when it has to wait for one."""
 
     def __init__(self, source: FeedTrack, limit: int | None = None) -> None:
-        self._source = source
-        self._limit = MAX_DECODE_BACKLOG if limit is None else limit
-        self._packets: deque[Packet[Any]] = deque()
-        self._ready = asyncio.Event()
-        self._closed = False
-        self._waiting_for_keyframe = False
-        self.dropped = 0
-
-    def __len__(self) -> int:
-        return len(self._packets)
-
-    def put(self, packet: Packet[Any]) -> None:
-        if self._closed:
-            return
-        keyframe = bool(packet.is_keyframe)
-        if self._waiting_for_keyframe:
-            if not keyframe:
-                self._drop(1)
-                self._source.request_keyframe()
-                return
-            self._waiting_for_keyframe = False
-        if len(self._packets) >= self._limit:
-            self._skip_ahead(keyframe)
-            if self._waiting_for_keyframe:
-                return
-        self._packets.append(packet)
-        self._ready.set()
-
-    def _skip_ahead(self, keyframe: bool) -> None:
-        queued = self._packets
-        following = next((i for i in range(1, len(queued)) if queued[i].is_keyframe), None)
-        if following is not None:
-            for _ in range(following):
-                queued.popleft()
-            self._drop(following)
-            return
-        self._drop(len(queued) + (0 if keyframe else 1))
-        queued.clear()
-        if not keyframe:
-            self._waiting_for_keyframe = True
-            self._source.request_keyframe()
-
-    def _drop(self, count: int) -> None:
-        before = self.dropped
-        self.dropped += count
-        if before // 100 != self.dropped // 100 or before == 0:
-            logger.warning(
-                "decoder of %s is behind: skipped %d packets to a keyframe",
-                self._source.id,
-                self.dropped,
-            )
-
-    async def take(self) -> list[Packet[Any]]:
-        """Everything queued (at least one packet); MediaStreamError once closed and empty."""
-        while not self._packets:
-            if self._closed:
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        packets = list(self._packets)
-        self._packets.clear()
-        return packets
-
-    def close(self) -> None:
-        self._closed = True
-        self._ready.set()
+        super().__init__(
+            source.kind,
+            MAX_DECODE_BACKLOG if limit is None else limit,
+            source.request_keyframe,
+            f"decoder of {source.id}",
+        )
 
 
 def _decode(decoder: Decoder, packets: list[Packet[Any]]) -> tuple[list[Any], bool]:

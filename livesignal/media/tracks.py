@@ -8,6 +8,10 @@ It forwards the source's packets as they are when its consumer takes the source'
 (`codec`): aiortc's sender then only packetizes them (`Encoder.pack`), nothing is decoded or
 encoded. Otherwise it hands out frames, decoded once per resource by a `SharedDecoder` when
 the source is encoded, and its consumer encodes them.
+
+What waits for the consumer is a bounded `KeyframeBacklog`: a subscriber that falls behind
+loses whole GOPs, never single packets, so what it receives always resumes at a keyframe
+(and the publisher is asked for one when none is queued).
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.frame import Frame
 
+from livesignal.media.backlog import KeyframeBacklog
 from livesignal.media.census import CENSUS
 from livesignal.media.decoding import SharedDecoder, shared_decoder
-from livesignal.media.feed import MAX_BACKLOG, FeedTrack, catch_up
+from livesignal.media.feed import FeedTrack, catch_up
 
 if TYPE_CHECKING:
     from livesignal.media.feed import Media
@@ -30,6 +35,12 @@ if TYPE_CHECKING:
 __all__ = ["FeedTrack", "SubscriberTrack"]
 
 logger = logging.getLogger(__name__)
+
+# Items waiting for one consumer. Its sender or push pump reads as fast as the event loop
+# runs, so only a stalled consumer gets near this: about 10 s of 30 fps video or 6 s of
+# 20 ms audio. It still holds a late joiner's cached GOP of x264's default length (250
+# frames), which arrives all at once; a longer one makes that joiner wait for the next.
+MAX_SUBSCRIBER_BACKLOG = 300
 
 
 class SubscriberTrack(MediaStreamTrack):
@@ -48,7 +59,9 @@ class SubscriberTrack(MediaStreamTrack):
         # negotiated codec); None for a consumer that takes frames only.
         self.codec = codec.lower() if codec else None
         self._relay = relay
-        self._queue: asyncio.Queue[Media | None] = asyncio.Queue()
+        self._backlog: KeyframeBacklog[Media] = KeyframeBacklog(
+            kind, MAX_SUBSCRIBER_BACKLOG, self.request_keyframe, "subscriber"
+        )
         self._latest_only = False
         self._source: FeedTrack | None = None
         self._decoder: SharedDecoder | None = None
@@ -62,11 +75,17 @@ class SubscriberTrack(MediaStreamTrack):
         source = self._source
         return source is not None and source.encoded and source.codec == self.codec
 
+    @property
+    def queued(self) -> int:
+        """How many items wait for the consumer (at most `MAX_SUBSCRIBER_BACKLOG`)."""
+        return len(self._backlog)
+
     def attach(self, uri: str, source: FeedTrack) -> None:
         self.detach()
         self.uri = uri
         self._id = uri  # aiortc puts the track id into the answer's a=msid
         self._source = source
+        self._backlog.name = f"subscriber of {uri}"
         if self._consuming:
             self._start_forwarding()
 
@@ -75,7 +94,8 @@ class SubscriberTrack(MediaStreamTrack):
         if source is None or self._forwarder is not None:
             return
         if self.forwards_packets:
-            # Packets must not be dropped: every one after the keyframe is a reference.
+            # Packets are dropped only by whole GOPs: every one after the keyframe is a
+            # reference.
             self._latest_only = False
             proxy = self._relay.subscribe(source, buffered=True)
             if not source.gop_snapshot():
@@ -105,8 +125,7 @@ class SubscriberTrack(MediaStreamTrack):
             self._decoder = None
         self._source = None
         self.uri = ""
-        while not self._queue.empty():  # what is left belongs to the old source
-            self._queue.get_nowait()
+        self._backlog.clear()  # what is left belongs to the old source
 
     def request_keyframe(self) -> None:
         """The consumer lost pictures (the subscriber sent PLI or FIR).
@@ -138,11 +157,8 @@ class SubscriberTrack(MediaStreamTrack):
 
     def _put(self, item: Media) -> None:
         if self._latest_only:
-            while not self._queue.empty():
-                self._queue.get_nowait()
-        elif self._queue.qsize() >= MAX_BACKLOG:
-            self._queue.get_nowait()
-        self._queue.put_nowait(item)
+            self._backlog.clear()
+        self._backlog.put(item)
 
     async def recv(self) -> Media:
         if self.readyState != "live":
@@ -150,9 +166,7 @@ class SubscriberTrack(MediaStreamTrack):
         if not self._consuming:
             self._consuming = True
             self._start_forwarding()
-        item = await self._queue.get()
-        if item is None:
-            raise MediaStreamError
+        item = await self._backlog.get()  # MediaStreamError once stopped
         if isinstance(item, Frame) and not self._encoder_counted:
             self._encoder_counted = True  # a consumer given frames encodes them
             CENSUS.encoder_started(self.kind)
@@ -160,6 +174,5 @@ class SubscriberTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         self.detach()
-        if self.readyState == "live":
-            self._queue.put_nowait(None)
+        self._backlog.close()
         super().stop()

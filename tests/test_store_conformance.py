@@ -371,3 +371,54 @@ async def test_two_store_instances_on_one_redis_serialize_their_steps(redis_url:
         for engine in (first, second):
             for close in engine.closers:
                 await close()
+
+
+async def test_room_and_member_read_together_are_what_each_read_gives(engine: Engine) -> None:
+    store = engine.store
+    now = store.now()
+    await put(engine, new_room("r1"), Member("u1", "r1", rest_deadline=now + 10, join_order=1.0))
+
+    async def extend(tx: Tx) -> float:
+        room, member = await tx.room_and_member("r1", "u1")
+        assert room is not None and room.live_id == "r1" and (await tx.room("r1")) is room
+        assert member is not None and (await tx.member("r1", "u1")) is member
+        member.rest_deadline += 100
+        tx.put_member(member)
+        return member.rest_deadline
+
+    assert (await store.transact(extend)).result == now + 110
+    found = await store.get_member("u1", "r1")
+    assert found is not None and found.rest_deadline == now + 110
+
+    async def missing(tx: Tx) -> tuple[Any, Any]:
+        return await tx.room_and_member("nope", "u1")
+
+    assert (await store.transact(missing)).result == (None, None)
+
+
+async def test_a_pair_read_on_redis_is_checked_at_commit_like_any_read(redis_url: str) -> None:
+    """Another node changing the member between the pair read and the commit makes the step
+    run again: no lost update."""
+    first, second = await redis_engine(redis_url), await redis_engine(redis_url)
+    try:
+        now = first.store.now()
+        await put(first, new_room("r1"), Member("u1", "r1", rest_deadline=now + 10))
+        runs = 0
+
+        async def extend(tx: Tx) -> float:
+            nonlocal runs
+            runs += 1
+            _, member = await tx.room_and_member("r1", "u1")
+            assert member is not None
+            if runs == 1:  # the other node moves the deadline after this step read it
+                await put(second, Member("u1", "r1", rest_deadline=now + 20))
+            member.rest_deadline += 100
+            tx.put_member(member)
+            return member.rest_deadline
+
+        assert (await first.store.transact(extend)).result == now + 120
+        assert runs == 2
+    finally:
+        for engine in (first, second):
+            for close in engine.closers:
+                await close()

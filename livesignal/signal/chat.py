@@ -23,9 +23,9 @@ class ChatService:
         self._rates.admit_chat(caller)
 
         async def step(tx: Tx) -> None:
-            if await tx.room(live_id) is None:
+            room, member = await tx.room_and_member(live_id, caller.user_id)
+            if room is None:
                 raise NotFound("room not found")
-            member = await tx.member(live_id, caller.user_id)
             if member is None or not member.is_present(tx.now):
                 raise Forbidden("only present members may chat")
             user = await tx.user(caller.user_id)

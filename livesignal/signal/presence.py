@@ -35,10 +35,8 @@ class PresenceService:
         # Socket holds whose release failed (store unreachable): retried by every sweep, or
         # this live node would hold those members present for ever.
         self._unreleased: list[tuple[str, str, str]] = []
-        self._lease_renewed = False
-        self._original = (
-            ctx.settings.compat.profile == "original"
-        )  # the first renewal creates the lease: nothing was lost
+        self._lease_renewed = False  # the first renewal creates the lease: nothing was lost
+        self._original = ctx.settings.compat.profile == "original"
 
     # --- inside a step: shared with the room service (start is also a join) ----------------
     async def join_in(self, tx: Tx, user_id: str, room: Room, hold: Hold) -> bool:
@@ -110,7 +108,7 @@ class PresenceService:
         """
 
         async def step(tx: Tx) -> tuple[Room, bool]:
-            room = await tx.room(live_id)
+            room, _ = await tx.room_and_member(live_id, user_id)  # join_in reads the member
             if room is None:
                 raise NotFound("room not found")
             newly = await self.join_in(tx, user_id, room, hold)
@@ -139,11 +137,10 @@ class PresenceService:
         """
 
         async def step(tx: Tx) -> int:
-            room = await tx.room(live_id)
+            room, member = await tx.room_and_member(live_id, user_id)
             if room is None:
                 raise NotFound("room not found")
             now = tx.now
-            member = await tx.member(live_id, user_id)
             present = member is not None and member.is_present(now)
             if not rest and present:
                 return int(room.status)

@@ -68,6 +68,10 @@ class RedisTx:
 
     async def _record(self, key: str) -> tuple[int, bytes | None]:
         version, data = await self._redis.hmget(key, ["v", "d"])
+        return self._checked(key, version, data)
+
+    def _checked(self, key: str, version: Any, data: Any) -> tuple[int, bytes | None]:
+        """A record as read: remember its version for the commit's check."""
         number = int(version) if version is not None else 0
         self._checks[key] = str(number) if data is not None else "0"
         return number, data.encode() if isinstance(data, str) else data
@@ -84,15 +88,18 @@ class RedisTx:
     async def room(self, live_id: str) -> Room | None:
         key = keys.room(live_id)
         if key not in self._read:
-            self.rooms_seen[live_id] = None
-            version, raw = await self._record(key)
-            room = None
-            if raw is not None:
-                room = records.load_room(live_id, raw, version, 0, 0)
-                self._before[key] = (room.status, room.anchor_id)
-            self._read[key] = room
+            self._take_room(live_id, *await self._record(key))
         found: Room | None = self._read[key]
         return found
+
+    def _take_room(self, live_id: str, version: int, raw: bytes | None) -> None:
+        key = keys.room(live_id)
+        self.rooms_seen[live_id] = None
+        room = None
+        if raw is not None:
+            room = records.load_room(live_id, raw, version, 0, 0)
+            self._before[key] = (room.status, room.anchor_id)
+        self._read[key] = room
 
     async def relay(self, relay_id: str) -> Relay | None:
         key = keys.relay(relay_id)
@@ -106,12 +113,30 @@ class RedisTx:
         key = keys.member(live_id, user_id)
         if key not in self._read:
             _, raw = await self._record(key)
-            member = records.load_member(live_id, user_id, raw) if raw is not None else None
-            self._read[key] = member
-            if member is not None:
-                self._before[key] = (member.join_order, member.rest_deadline, set(member.holds))
+            self._take_member(live_id, user_id, raw)
         found: Member | None = self._read[key]
         return found
+
+    def _take_member(self, live_id: str, user_id: str, raw: bytes | None) -> None:
+        key = keys.member(live_id, user_id)
+        member = records.load_member(live_id, user_id, raw) if raw is not None else None
+        self._read[key] = member
+        if member is not None:
+            self._before[key] = (member.join_order, member.rest_deadline, set(member.holds))
+
+    async def room_and_member(
+        self, live_id: str, user_id: str
+    ) -> tuple[Room | None, Member | None]:
+        room_key, member_key = keys.room(live_id), keys.member(live_id, user_id)
+        if room_key not in self._read and member_key not in self._read:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hmget(room_key, ["v", "d"])
+            pipe.hmget(member_key, ["v", "d"])
+            (room_version, room_data), (member_version, member_data) = await pipe.execute()
+            self._take_room(live_id, *self._checked(room_key, room_version, room_data))
+            _, raw = self._checked(member_key, member_version, member_data)
+            self._take_member(live_id, user_id, raw)
+        return await self.room(live_id), await self.member(live_id, user_id)
 
     async def user_room(self, user_id: str) -> str | None:
         key = keys.user_at(user_id)

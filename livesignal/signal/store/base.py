@@ -38,6 +38,12 @@ class Tx(Protocol):
 
     async def member(self, live_id: str, user_id: str) -> Member | None: ...
 
+    async def room_and_member(
+        self, live_id: str, user_id: str
+    ) -> tuple[Room | None, Member | None]:
+        """`room(live_id)` and `member(live_id, user_id)` read together (one round trip)."""
+        ...
+
     async def user_room(self, user_id: str) -> str | None:
         """The room the user is a member of, if any."""
         ...

@@ -80,6 +80,11 @@ class MemoryTx:
             self._members[key] = found.snapshot() if found is not None else None
         return self._members[key]
 
+    async def room_and_member(
+        self, live_id: str, user_id: str
+    ) -> tuple[Room | None, Member | None]:
+        return await self.room(live_id), await self.member(live_id, user_id)
+
     async def user_room(self, user_id: str) -> str | None:
         return self._store._user_room.get(user_id)
 

@@ -1,7 +1,8 @@
 """WebSocket benchmarks against one `livesignal serve` process on loopback.
 
     python bench/ws_bench.py invite  [--count 1000]
-    python bench/ws_bench.py fanout  [--sockets 1000 --messages 200]
+    python bench/ws_bench.py memory  [--sockets 1000]
+    python bench/ws_bench.py [--flush-interval S] fanout  [--sockets 1000 --messages 200]
 
 invite: REST relay start → the receiver's socket gets relay.invited; p50/p99 latency.
 memory: N idle sockets joined to one room; server RSS per socket.

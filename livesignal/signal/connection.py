@@ -57,7 +57,8 @@ from livesignal.signal.ws_reader import (
 )
 
 if TYPE_CHECKING:
-    from livesignal.signal.hub import Queued, RoomFanout, SocketHub
+    from livesignal.signal.fanout import Queued, RoomFanout
+    from livesignal.signal.hub import SocketHub
 
 log = logging.getLogger(__name__)
 

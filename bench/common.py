@@ -72,7 +72,7 @@ def children(pid: int) -> list[int]:
 
 def token(user: str, role: str = "") -> str:
     """A livesignal token for `user`, signed with the bench's secret."""
-    from livesignal.signal.auth import TokenCodec
+    from livesignal.signal.model.auth import TokenCodec
 
     return TokenCodec(BENCH_SECRET, 86400).issue(user, time.time(), role=role)[0]
 

@@ -68,8 +68,8 @@ def serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
     from livesignal.media.census import CENSUS
-    from livesignal.media.routes import add_media_routes
-    from livesignal.signal.clock import SystemClock
+    from livesignal.media.http.routes import add_media_routes
+    from livesignal.signal.model.clock import SystemClock
 
     _loopback_ice()
 
@@ -206,7 +206,7 @@ def proc_cpu_seconds(pid: int) -> float:
 
 class Bench:
     def __init__(self, args: argparse.Namespace, session: Any, base: str) -> None:
-        from livesignal.signal.auth import RtcTokenCodec, StreamUrls
+        from livesignal.signal.model.auth import RtcTokenCodec, StreamUrls
 
         self.args = args
         self.session = session

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import aiohttp
 
-from livesignal.signal.auth import TokenCodec
+from livesignal.signal.model.auth import TokenCodec
 
 REPO = Path(__file__).resolve().parent.parent
 START_DEADLINE = 30.0

@@ -16,7 +16,7 @@ from typing import Any
 
 from livesignal.client import SignalClient
 from livesignal.settings import load_settings
-from livesignal.signal.auth import TokenCodec
+from livesignal.signal.model.auth import TokenCodec
 
 
 def show(who: str, event: dict[str, Any]) -> None:

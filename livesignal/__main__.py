@@ -29,7 +29,7 @@ from livesignal.settings import (
     load_settings,
     secret_values,
 )
-from livesignal.signal.auth import ADMIN_ROLE, TokenCodec
+from livesignal.signal.model.auth import ADMIN_ROLE, TokenCodec
 from livesignal.workers import WorkerRole, stop_when_orphaned, take_worker_role
 
 log = logging.getLogger("livesignal")
@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 async def _serve(settings: Settings, role: WorkerRole | None = None) -> None:
     # Imported late: `token` needs none of the server.
     from livesignal.app import create_app
-    from livesignal.http_server import start_http_server
+    from livesignal.http.server import start_http_server
 
     app = create_app(settings)
     # Signals and the orphan watch come first: start-up may wait a long time for Redis.
@@ -97,8 +97,8 @@ async def _serve(settings: Settings, role: WorkerRole | None = None) -> None:
     for host, port in sorted({(str(a[0]), int(a[1])) for a in runner.addresses}):
         log.info("%s listening on http://%s:%d", name, host, port)
     if settings.store.backend == "redis":
-        from livesignal.http_server import open_node_listener
-        from livesignal.media.routes import set_node_address
+        from livesignal.http.server import open_node_listener
+        from livesignal.media.http.routes import set_node_address
 
         address = await open_node_listener(runner, settings.server.host)
         set_node_address(app, address)
@@ -107,7 +107,7 @@ async def _serve(settings: Settings, role: WorkerRole | None = None) -> None:
     if orphan_watch is not None:
         orphan_watch.cancel()
     log.info("shutting down: closing sockets, finishing in-flight requests")
-    from livesignal.http_server import SHUTDOWN_GRACE
+    from livesignal.http.server import SHUTDOWN_GRACE
 
     try:
         # Bounded: with the store unreachable, the last releases and closes could each wait
@@ -119,7 +119,7 @@ async def _serve(settings: Settings, role: WorkerRole | None = None) -> None:
 
 def _supervise(settings: Settings, argv: list[str]) -> int:
     """Run settings.server.workers workers of `livesignal <argv>` on the shared port."""
-    from livesignal.http_server import SHUTDOWN_GRACE
+    from livesignal.http.server import SHUTDOWN_GRACE
     from livesignal.workers import Supervisor, check_port_shareable
 
     server = settings.server

@@ -11,30 +11,30 @@ from typing import Any
 
 from aiohttp import web
 
-from livesignal.appkeys import SERVICES, WS_UPGRADES
-from livesignal.cors import cors_middleware
-from livesignal.health import add_health_routes
-from livesignal.http_compat.routes import add_rest_routes, rest_errors
-from livesignal.http_compat.server_auth import add_server_routes
+from livesignal.http.appkeys import SERVICES, WS_UPGRADES
+from livesignal.http.cors import cors_middleware
+from livesignal.http.metrics import add_metrics_route
+from livesignal.http.probes import add_health_routes
+from livesignal.http.upgrade import UpgradeRequest, UpgradeTaker
+from livesignal.http_compat.client_routes import add_rest_routes, rest_errors
+from livesignal.http_compat.server_routes import add_server_routes
 from livesignal.log_redaction import install_log_redaction
-from livesignal.media.placement import LocalPlacement, RedisPlacement
-from livesignal.media.routes import (
+from livesignal.media.http.routes import (
     GATEWAY_KEY,
     PlacementFactory,
     add_media_routes,
     node_listener_guard,
 )
-from livesignal.metrics import add_metrics_route
+from livesignal.media.placement import LocalPlacement
 from livesignal.settings import Settings, fill_random_secrets
-from livesignal.signal.auth import RtcTokenCodec, StreamUrls, TokenCodec
-from livesignal.signal.backend import Backend, build_backend
-from livesignal.signal.clock import Clock
-from livesignal.signal.context import ServiceContext
-from livesignal.signal.errors import StoreUnavailable
-from livesignal.signal.hub import SocketHub
-from livesignal.signal.services import Services, build_services
-from livesignal.signal.sweeper import sweep_interval
-from livesignal.signal.ws_handshake import UpgradeRequest, UpgradeTaker
+from livesignal.signal.backends.build import Backend, build_backend
+from livesignal.signal.model.auth import RtcTokenCodec, StreamUrls, TokenCodec
+from livesignal.signal.model.clock import Clock
+from livesignal.signal.model.errors import StoreUnavailable
+from livesignal.signal.services.context import ServiceContext
+from livesignal.signal.services.sweeper import sweep_interval
+from livesignal.signal.services.wiring import Services, build_services
+from livesignal.signal.ws.hub import SocketHub
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +75,11 @@ async def _adopt_cluster_secrets(backend: Backend, settings: Settings, names: li
     for name in names:
         section_name, key = name.split(".")
         section = getattr(settings, section_name)
-        redis_key = f"ls:secret:{name}"
-        await backend.redis.set(redis_key, getattr(section, key), nx=True)
-        shared = (await backend.redis.get(redis_key)).decode()
-        setattr(section, key, shared)
+        setattr(section, key, await backend.share_secret(name, getattr(section, key)))
         log.warning(
-            "%s is empty: using the cluster's random secret kept in Redis (%s); set it in the "
+            "%s is empty: using the cluster's random secret kept in Redis; set it in the "
             "config to keep what it signs valid if Redis loses its data",
             name,
-            redis_key,
         )
 
 
@@ -163,6 +159,8 @@ MEDIA_PIN_LEASE = 10.0  # seconds a dead node keeps its rooms' media pinned
 def _media_placement(backend: Backend, node_id: str) -> PlacementFactory:
     if backend.redis is None:
         return lambda _has_media: LocalPlacement()
+    from livesignal.signal.backends.redis.placement import RedisPlacement
+
     client = backend.redis
     return lambda has_media: RedisPlacement(client, node_id, MEDIA_PIN_LEASE, has_media)
 

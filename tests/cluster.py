@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 
 from livesignal.settings import CONFIG_ENV
-from livesignal.signal.auth import TokenCodec
+from livesignal.signal.model.auth import TokenCodec
 from tests.conftest import NO_RATE_LIMITS, record_token
 from tests.ports import free_port
 

@@ -19,12 +19,12 @@ from aiohttp.test_utils import TestServer
 from aiohttp.web_runner import BaseRunner
 
 from livesignal.app import create_app
-from livesignal.appkeys import SERVICES
-from livesignal.http_server import GuardedAppRunner
+from livesignal.http.appkeys import SERVICES
+from livesignal.http.server import GuardedAppRunner
 from livesignal.settings import Settings, settings_from_mapping
-from livesignal.signal.auth import RtcTokenCodec
-from livesignal.signal.clock import Clock, ManualClock, SystemClock
-from livesignal.signal.services import Services
+from livesignal.signal.model.auth import RtcTokenCodec
+from livesignal.signal.model.clock import Clock, ManualClock, SystemClock
+from livesignal.signal.services.wiring import Services
 
 # Fixtures for real redis-server and multi-node `livesignal serve` tests: redis_server,
 # redis_url, own_redis (tests/redis_server.py) and make_cluster (tests/cluster.py).

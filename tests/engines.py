@@ -11,11 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from livesignal.signal.broker.base import Broker
-from livesignal.signal.broker.memory import MemoryBroker
-from livesignal.signal.clock import ManualClock
-from livesignal.signal.store.base import Store
-from livesignal.signal.store.memory import MemoryStore
+from livesignal.signal.backends.base import Broker, Store
+from livesignal.signal.backends.memory import MemoryBroker, MemoryStore
+from livesignal.signal.model.clock import ManualClock
 
 
 @dataclass
@@ -43,7 +41,7 @@ class Engine:
 
 async def redis_engine(url: str) -> Engine:
     """A Redis engine on a running redis-server; `closers` end its connections."""
-    from livesignal.signal.backend import redis_backend
+    from livesignal.signal.backends.redis.backend import redis_backend
 
     clock = ManualClock()
     backend = redis_backend(url, clock)

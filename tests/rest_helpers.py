@@ -1,7 +1,7 @@
 """Helpers for the REST tests: room set-up, error assertions and signatures computed by hand.
 
 The signing helpers here re-implement PROTOCOL §2/§3.4 from the formulas with hashlib/hmac/
-base64 only, never through livesignal.signal.auth, so the tests check the server against the
+base64 only, never through livesignal.signal.model.auth, so the tests check the server against the
 contract and not against itself.
 """
 

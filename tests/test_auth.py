@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from livesignal.settings import RtcSettings
-from livesignal.signal.auth import RtcTokenCodec
+from livesignal.signal.model.auth import RtcTokenCodec
 from tests.conftest import JWT_SECRET, Harness, HarnessFactory
 from tests.rest_helpers import assert_error, assert_ok
 

@@ -18,8 +18,8 @@ import orjson
 
 from livesignal.app import create_app
 from livesignal.client import SignalClient
-from livesignal.http_server import start_http_server
-from livesignal.signal.auth import TokenCodec
+from livesignal.http.server import start_http_server
+from livesignal.signal.model.auth import TokenCodec
 from tests.conftest import make_settings
 from tests.ports import free_port
 from tests.test_cli import SECRET, config, serve, stop

@@ -14,11 +14,11 @@ import orjson
 import pytest
 from multidict import CIMultiDictProxy
 
-from livesignal.cors import CorsPolicy
-from livesignal.media.routes import GATEWAY_KEY
+from livesignal.http.cors import CorsPolicy
+from livesignal.media.http.routes import GATEWAY_KEY
 from livesignal.settings import Settings, SettingsError, settings_from_mapping
-from livesignal.signal.operations import OPERATIONS, Call
-from livesignal.signal.services import Services
+from livesignal.signal.services.operations import OPERATIONS, Call
+from livesignal.signal.services.wiring import Services
 from tests.conftest import Harness, HarnessFactory
 
 PAGE = "https://app.example"

@@ -16,7 +16,7 @@ import pytest
 
 from livesignal.client import SignalClient
 from livesignal.settings import load_settings
-from livesignal.signal.auth import TokenCodec
+from livesignal.signal.model.auth import TokenCodec
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

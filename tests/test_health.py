@@ -7,8 +7,8 @@ import asyncio
 import orjson
 import pytest
 
-from livesignal import health
-from livesignal.signal.store.base import Store
+from livesignal.http import probes as health
+from livesignal.signal.backends.base import Store
 from tests.conftest import Harness, HarnessFactory
 
 

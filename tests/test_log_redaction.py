@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from livesignal.log_redaction import REDACTED, install_log_redaction, redact
 from livesignal.settings import RtcSettings
-from livesignal.signal.auth import RtcTokenCodec, TokenCodec
+from livesignal.signal.model.auth import RtcTokenCodec, TokenCodec
 from tests.conftest import JWT_SECRET, Harness, TokenSuspects, leaked_tokens, record_token
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from livesignal.signal.errors import NotFound
-from livesignal.signal.protocol import (
+from livesignal.signal.model.errors import NotFound
+from livesignal.signal.ws.protocol import (
     AppPing,
     Malformed,
     Request,

@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 
-from livesignal.signal.broker.base import HISTORY_SIZE
-from livesignal.signal.errors import NotFound
-from livesignal.signal.events import RoomEvent, UserEvent
-from livesignal.signal.model import Member, Relay, RelayStatus, Room, RoomStatus, User
-from livesignal.signal.store.base import Tx
+from livesignal.signal.backends.base import HISTORY_SIZE, Tx
+from livesignal.signal.model.errors import NotFound
+from livesignal.signal.model.events import RoomEvent, UserEvent
+from livesignal.signal.model.records import Member, Relay, RelayStatus, Room, RoomStatus, User
 from tests.engines import Engine, memory_engine, redis_engine
 
 

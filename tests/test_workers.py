@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from livesignal.signal.auth import TokenCodec
+from livesignal.signal.model.auth import TokenCodec
 from livesignal.workers import WORKER_ENV, RestartPolicy, WorkerRole, take_worker_role
 from tests.conftest import record_token
 from tests.ports import free_port

@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 import pytest
 
-from livesignal.signal import socket_link
-from livesignal.signal.connection import Connection
-from livesignal.signal.hub import SocketHub
-from livesignal.signal.ws_reader import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+from livesignal.signal.ws import link as socket_link
+from livesignal.signal.ws.connection import Connection
+from livesignal.signal.ws.frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+from livesignal.signal.ws.hub import SocketHub
 from tests.conftest import Connect, Harness, HarnessFactory, live_room
 from tests.test_ws_reader import frame
 

@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from livesignal.signal.ws_handshake import accept_key, might_be_upgrade, parse_upgrade
-from livesignal.signal.ws_reader import (
+from livesignal.http.upgrade import might_be_upgrade, parse_upgrade
+from livesignal.signal.ws.frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
@@ -17,6 +17,7 @@ from livesignal.signal.ws_reader import (
     WsProtocolError,
     unmask,
 )
+from livesignal.signal.ws.handshake import accept_key
 
 MASK = b"\x37\xfa\x21\x3d"
 

@@ -20,8 +20,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from livesignal.media.errors import shown
-from livesignal.signal.errors import StoreUnavailable
+from livesignal.media.result_codes import shown
+from livesignal.signal.model.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     from livesignal.media.sfu import Resource
@@ -34,7 +34,7 @@ CLOSE_TIMEOUT = 2.0  # seconds shutdown waits for the last changes to go out
 
 
 class MediaEvents(Protocol):
-    """Where the announcements go: livesignal.signal.media_events.MediaEventService."""
+    """Where the announcements go: livesignal.signal.services.media_events.MediaEventService."""
 
     async def published(
         self, live_id: str, user_id: str, resources: list[dict[str, Any]]

@@ -12,10 +12,10 @@ import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from livesignal.media.errors import bad_body, shown, shutting_down
 from livesignal.media.feed import FeedTrack
 from livesignal.media.keyed_lock import KeyedLock
-from livesignal.media.rtmp import RtmpPuller, RtmpPusher, redact
+from livesignal.media.result_codes import bad_body, shown, shutting_down
+from livesignal.media.rtmp.streams import RtmpPuller, RtmpPusher, redact
 from livesignal.media.sfu import MediaServer, Resource
 from livesignal.media.tracks import SubscriberTrack
 

@@ -26,7 +26,6 @@ from aiortc import (
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from livesignal.media import sdp, sdp_check
 from livesignal.media.aiortc_taps import (
     FORWARDED_CODECS,
     forward_keyframe_requests,
@@ -34,10 +33,12 @@ from livesignal.media.aiortc_taps import (
     tap_encoded_frames,
 )
 from livesignal.media.census import CENSUS
-from livesignal.media.errors import GatewayError, ResultCode, bad_body, shown, shutting_down
 from livesignal.media.feed import FeedTrack
 from livesignal.media.ice import NoFreeUdpPort, ports_for_new_peers
 from livesignal.media.keyed_lock import KeyedLock
+from livesignal.media.result_codes import GatewayError, ResultCode, bad_body, shown, shutting_down
+from livesignal.media.sdp import check as sdp_check
+from livesignal.media.sdp import parse as sdp
 from livesignal.media.tracks import SubscriberTrack
 
 logger = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from functools import partial
 from typing import Any
 
 from livesignal.media.bridge import BridgeKey, PullSpec, PushSpec, StreamBridge
-from livesignal.media.errors import bad_body, shown
+from livesignal.media.result_codes import bad_body, shown
 from livesignal.media.sfu import MediaServer, Resource
-from livesignal.signal.auth import StreamUrls
-from livesignal.signal.clock import Clock
+from livesignal.signal.model.auth import StreamUrls
+from livesignal.signal.model.clock import Clock
 
 logger = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from livesignal.media.routes import add_media_routes
+from livesignal.media.http.routes import add_media_routes
 from livesignal.settings import RtcSettings, Settings, StreamSettings
-from livesignal.signal.auth import RtcTokenCodec, StreamUrls
-from livesignal.signal.clock import SystemClock
+from livesignal.signal.model.auth import RtcTokenCodec, StreamUrls
+from livesignal.signal.model.clock import SystemClock
 from tests.ports import free_port
 
 from ._servers import NGINX, RTMP_MODULE, Nginx, render_nginx_conf, stop_process

@@ -23,10 +23,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from aiortc import RTCPeerConnection
 
-from livesignal.media import sdp_check
-from livesignal.media.routes import GATEWAY_KEY
+from livesignal.media.http.routes import GATEWAY_KEY
+from livesignal.media.sdp import check as sdp_check
 from livesignal.settings import RtcSettings, StreamSettings
-from livesignal.signal.auth import StreamUrls
+from livesignal.signal.model.auth import StreamUrls
 
 from ._rtc import (
     CONFIG,

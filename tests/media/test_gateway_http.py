@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from livesignal.signal.auth import RtcTokenCodec
+from livesignal.signal.model.auth import RtcTokenCodec
 
 from ._rtc import headers
 

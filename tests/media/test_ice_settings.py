@@ -19,10 +19,10 @@ from aioice import stun
 from aiortc import RTCPeerConnection
 
 from livesignal.media import ice
+from livesignal.media.http.routes import GATEWAY_KEY, add_media_routes
 from livesignal.media.ice import IcePolicy
-from livesignal.media.routes import GATEWAY_KEY, add_media_routes
 from livesignal.settings import IceServer, MediaSettings, Settings
-from livesignal.signal.clock import SystemClock
+from livesignal.signal.model.clock import SystemClock
 from tests.ports import free_port
 
 from ._rtc import CONFIG, SyntheticVideo, connect, post, wait_for

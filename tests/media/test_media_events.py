@@ -19,8 +19,8 @@ import pytest
 import redis.asyncio
 
 from livesignal.client import SignalClient
-from livesignal.media.routes import GATEWAY_KEY
-from livesignal.signal.errors import StoreUnavailable
+from livesignal.media.http.routes import GATEWAY_KEY
+from livesignal.signal.model.errors import StoreUnavailable
 from tests.conftest import Connect, Harness, HarnessFactory, live_room
 from tests.ports import free_port
 

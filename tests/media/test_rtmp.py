@@ -14,9 +14,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from livesignal.media.routes import GATEWAY_KEY
-from livesignal.media.rtmp import media_threads
-from livesignal.signal.auth import StreamUrls
+from livesignal.media.http.routes import GATEWAY_KEY
+from livesignal.media.rtmp.streams import media_threads
+from livesignal.signal.model.auth import StreamUrls
 
 from ._rtc import (
     CONFIG,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from livesignal.media import sdp
+from livesignal.media.sdp import parse as sdp
 
 OFFER = "\r\n".join(
     [

@@ -1,1 +1,0 @@
-"""Where state lives: the Store interface and its implementations."""

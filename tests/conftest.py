@@ -85,7 +85,7 @@ class Harness:
         return self.base_url.replace("http://", "ws://", 1) + "/ws"
 
     def token(self, user_id: str, *, role: str = "", ttl: int | None = None) -> str:
-        token, _ = self.services.identities.issue(user_id, ttl=ttl, role=role)
+        token, _ = self.services.tokens.issue(user_id, self.clock.now(), ttl=ttl, role=role)
         return record_token(token)
 
     async def call(

@@ -21,8 +21,8 @@ from livesignal.http.envelope import (
     request_id_of,
     success,
 )
-from livesignal.signal.model.auth import Identity, bearer_token
-from livesignal.signal.model.errors import ApiError, StoreUnavailable, Unauthorized
+from livesignal.signal.model.auth import bearer_token
+from livesignal.signal.model.errors import ApiError, StoreUnavailable
 from livesignal.signal.model.params import Params
 from livesignal.signal.services.operations import OPERATIONS, Call
 
@@ -67,25 +67,16 @@ REST_PREFIXES = ("/client/", "/server/")
 REST_ARRAYS = {"user.list", "user.imusers"}
 
 
-async def authenticate(request: web.Request) -> Identity:
-    """The caller of a REST request (Unauthorized / TokenExpired), created on first sight."""
-    services = request.app[SERVICES]
-    token = bearer_token(request.headers.get("Authorization"))
-    if token is None:
-        raise Unauthorized("missing token")
-    identity = services.identities.verify(token)
-    services.rates.admit_request(identity)
-    await services.users.ensure(identity.user_id)
-    return identity
-
-
 def rest_handler(operation: str, reads_body: bool) -> Callable[[web.Request], Awaitable[Any]]:
     handler = OPERATIONS[operation]
 
     async def handle(request: web.Request) -> web.Response:
         request_id = request_id_of(request)
         try:
-            caller = await authenticate(request)
+            services = request.app[SERVICES]
+            caller = await services.admission.admit(
+                bearer_token(request.headers.get("Authorization"))
+            )
             data: dict[str, Any] = {}
             for name in request.query:  # a repeated parameter (user_ids=a&user_ids=b): a list
                 values = request.query.getall(name)
@@ -93,7 +84,7 @@ def rest_handler(operation: str, reads_body: bool) -> Callable[[web.Request], Aw
             if reads_body:
                 data.update(await read_json_object(request))
             data.update(request.match_info)
-            result = await handler(request.app[SERVICES], Call(caller, Params(data)))
+            result = await handler(services, Call(caller, Params(data)))
         except ApiError as error:
             return failure(request_id, error)
         except (ConnectionError, TimeoutError, OSError) as exc:

@@ -35,10 +35,11 @@ async def issue_token(request: web.Request) -> web.Response:
         params = Params(dict(request.query))
         user_id = params.text("user_id", max_len=128)
         expires_at = params.opt_int("expires_at")
-        if expires_at is not None and expires_at <= services.identities.now():
+        if expires_at is not None and expires_at <= services.clock.now():
             raise BadRequest("expires_at is in the past")
-        token, exp = services.identities.issue(
+        token, exp = services.tokens.issue(
             user_id,
+            services.clock.now(),
             app_id=params.opt_text("app_id") or "",
             device_id=params.opt_text("device_id") or "",
             expires_at=expires_at,

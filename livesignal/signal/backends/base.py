@@ -26,7 +26,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from livesignal.signal.model.events import RoomEvent, UserEvent
+from livesignal.signal.model.events import (
+    Replay,
+    RoomEvent,
+    Subscriptions,
+)
 from livesignal.signal.model.records import Member, Relay, Room, RoomStatus, User
 
 T = TypeVar("T")
@@ -172,37 +176,13 @@ class Store(Protocol):
 
 
 # --- the Broker -------------------------------------------------------------------------
-RoomListener = Callable[[RoomEvent], None]
-UserListener = Callable[[UserEvent], None]
-# Called when the broker may have lost events (its connection dropped): listeners resync.
-ResyncListener = Callable[[], None]
-
 # PROTOCOL §4.5: at least the newest 1000 events of each room that are under 5 minutes old.
 HISTORY_SIZE = 1000
 HISTORY_AGE = 300.0
 
 
-@dataclass(frozen=True, slots=True)
-class Replay:
-    recovered: bool
-    seq: int  # the room's current seq
-    events: list[RoomEvent]  # seq > since, in order (empty when not recovered)
-
-
-class Broker(Protocol):
-    async def subscribe_room(self, live_id: str, listener: RoomListener) -> None:
-        """Deliver the room's events to `listener` from (at the latest) when this returns."""
-        ...
-
-    def unsubscribe_room(self, live_id: str, listener: RoomListener) -> None: ...
-
-    async def subscribe_user(self, user_id: str, listener: UserListener) -> None: ...
-
-    def unsubscribe_user(self, user_id: str, listener: UserListener) -> None: ...
-
-    def on_resync(self, listener: ResyncListener) -> None:
-        """Call `listener` after a loss of connection, once subscriptions are back."""
-        ...
+class Broker(Subscriptions, Protocol):
+    """Subscriptions (events.Subscriptions: delivery to this node), and the room history."""
 
     async def current_seq(self, live_id: str) -> int: ...
 

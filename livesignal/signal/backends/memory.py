@@ -18,18 +18,16 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from livesignal.signal.backends.base import (
-    HISTORY_AGE,
-    HISTORY_SIZE,
-    Committed,
+from livesignal.signal.backends.base import HISTORY_AGE, HISTORY_SIZE, Committed, Step
+from livesignal.signal.model.clock import Clock
+from livesignal.signal.model.events import (
     Replay,
     ResyncListener,
+    RoomEvent,
     RoomListener,
-    Step,
+    UserEvent,
     UserListener,
 )
-from livesignal.signal.model.clock import Clock
-from livesignal.signal.model.events import RoomEvent, UserEvent
 from livesignal.signal.model.records import Member, Relay, Room, RoomStatus, User
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Time as the services see it: injectable so that timeouts are tested without sleeping."""
+"""Time as the server sees it: injectable, so that every timer is tested without sleeping."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import heapq
 import itertools
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
@@ -15,15 +16,26 @@ CHINA_TZ = timezone(timedelta(hours=8))
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
+class Timer(Protocol):
+    """A callback scheduled on a clock; `cancel()` before it runs and it never does."""
+
+    def cancel(self) -> None: ...
+
+
 class Clock(Protocol):
-    """Tells the time and waits for it: every timer (pings, heartbeat timeouts, token expiry,
-    sweeps) sleeps on its clock, so a fake clock drives them all without real waiting."""
+    """Tells the time, waits for it and schedules on it: every timer (pings, heartbeat
+    timeouts, token expiry, sweeps, write coalescing, close grace) runs on a clock, so a
+    manual clock drives them all without real waiting."""
 
     def now(self) -> float:
         """Unix time in seconds."""
         ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """Run `callback` (on the event loop) once `delay` seconds have passed."""
+        ...
 
 
 class SystemClock:
@@ -33,14 +45,30 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return asyncio.get_running_loop().call_later(delay, callback)
+
+
+class _ManualTimer:
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
 
 class ManualClock:
-    """A clock that moves only when told to: for tests and simulations. Its sleepers wake
-    when `advance` moves it past their time, in order."""
+    """A clock that moves only when told to: for tests and simulations. `advance` runs the
+    callbacks that fall due, in time order (each seeing the clock at its own time), and
+    wakes the sleepers whose time has come."""
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self._now = start
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._timers: list[tuple[float, int, _ManualTimer]] = []
         self._order = itertools.count()
 
     def now(self) -> float:
@@ -51,8 +79,25 @@ class ManualClock:
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._order), woken))
         await woken
 
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        timer = _ManualTimer(callback)
+        heapq.heappush(self._timers, (self._now + max(0.0, delay), next(self._order), timer))
+        return timer
+
+    def pending(self) -> int:
+        """Callbacks scheduled and not yet run or cancelled."""
+        return sum(1 for _, _, timer in self._timers if not timer.cancelled)
+
     def advance(self, seconds: float) -> None:
-        self._now += seconds
+        target = self._now + seconds
+        timers = self._timers
+        while timers and timers[0][0] <= target:
+            when, _, timer = heapq.heappop(timers)
+            if not timer.cancelled:
+                self._now = max(self._now, when)
+                timer.cancelled = True  # ran: cancelling it now is a no-op
+                timer.callback()
+        self._now = target
         while self._sleepers and self._sleepers[0][0] <= self._now:
             _, _, woken = heapq.heappop(self._sleepers)
             if not woken.done():

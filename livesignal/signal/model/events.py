@@ -1,9 +1,11 @@
-"""Event names and the event record that the broker carries to sockets (PROTOCOL §4.3)."""
+"""Event names, the event records the broker carries to sockets (PROTOCOL §4.3), and what a
+node subscribes to them with."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 # Room events: to every socket joined to the room, with a per-room seq.
 MEMBER_JOINED = "member.joined"
@@ -53,3 +55,37 @@ class UserEvent:
     user_id: str
     name: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A room's held events after a seq (a resume, or a node filling a gap)."""
+
+    recovered: bool
+    seq: int  # the room's current seq
+    events: list[RoomEvent]  # seq > since, in order (empty when not recovered)
+
+
+RoomListener = Callable[[RoomEvent], None]
+UserListener = Callable[[UserEvent], None]
+# Called when the broker may have lost events (its connection dropped): listeners resync.
+ResyncListener = Callable[[], None]
+
+
+class Subscriptions(Protocol):
+    """How a node receives the events of rooms and users it has sockets for (the broker's
+    delivery side: what the socket transport is given, and nothing that changes state)."""
+
+    async def subscribe_room(self, live_id: str, listener: RoomListener) -> None:
+        """Deliver the room's events to `listener` from (at the latest) when this returns."""
+        ...
+
+    def unsubscribe_room(self, live_id: str, listener: RoomListener) -> None: ...
+
+    async def subscribe_user(self, user_id: str, listener: UserListener) -> None: ...
+
+    def unsubscribe_user(self, user_id: str, listener: UserListener) -> None: ...
+
+    def on_resync(self, listener: ResyncListener) -> None:
+        """Call `listener` after a loss of connection, once subscriptions are back."""
+        ...

@@ -2,26 +2,63 @@
 
 A handler takes the caller and its parameters (path, query and body fields merged, or a
 frame's `data`), validates every parameter first (400 before 404/403/601) and calls a service.
+
+Over a socket a call also carries the socket itself (`Call.socket`, a `SocketControl`): a
+join or start then attaches the socket to the room's events, a resume replays history onto
+it, and auth.refresh renews its token. Those rules live here, with the operation, so that the
+socket transport runs every operation the same way: look it up, call it, reply.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from livesignal.signal.model.auth import Identity
-from livesignal.signal.model.errors import BadRequest
+from livesignal.signal.model.errors import BadRequest, Forbidden
+from livesignal.signal.model.events import RoomEvent
 from livesignal.signal.model.params import Params
+from livesignal.signal.services.presence import Hold, Joined
 from livesignal.signal.services.rooms import NewRoom
 from livesignal.signal.services.wiring import Services
+
+# (a join-like action, run with the hold the socket should take) -> what it joined
+AttachAction = Callable[[Hold], Awaitable[Joined]]
+
+
+class SocketControl(Protocol):
+    """What an operation called over a socket may do to that socket (ws/connection.py)."""
+
+    async def attach(self, live_id: str, action: AttachAction, *, joins: bool = True) -> Joined:
+        """Run `action` and receive the room's events from the seq it reports on; they are
+        held back until the reply is written. `joins`: the socket holds the membership."""
+        ...
+
+    def deliver_history(self, events: list[RoomEvent], seq: int) -> None:
+        """Write these room events now (ahead of the reply), then go on from `seq`."""
+        ...
+
+    def reidentify(self, identity: Identity) -> None:
+        """The socket acts as `identity` from now on (a refreshed token)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
     caller: Identity
     params: Params
-    via_socket: bool = False  # the few rules that differ by transport read this
+    socket: SocketControl | None = None  # the calling socket; None over REST
+
+    @property
+    def via_socket(self) -> bool:  # the few rules that differ by transport read this
+        return self.socket is not None
+
+
+def _socket_of(c: Call, operation: str) -> SocketControl:
+    if c.socket is None:
+        raise BadRequest(f"{operation} is a WebSocket operation")
+    return c.socket
 
 
 Handler = Callable[[Services, Call], Awaitable[dict[str, Any]]]
@@ -49,7 +86,18 @@ async def room_info(s: Services, c: Call) -> dict[str, Any]:
 
 
 async def room_start(s: Services, c: Call) -> dict[str, Any]:
-    return await s.rooms.start(c.caller, c.params.text("live_id"))
+    live_id = c.params.text("live_id")
+    if c.socket is None:
+        return await s.rooms.start(c.caller, live_id)
+    # The anchor joins with this socket's hold; an admin starting someone else's room is not
+    # made a member, but its socket receives the room's events all the same.
+    is_anchor = (await s.rooms.get(live_id)).anchor_id == c.caller.user_id
+
+    async def start(hold: Hold) -> Joined:
+        return await s.rooms.start_and_join(c.caller, live_id, hold=hold)
+
+    joined = await c.socket.attach(live_id, start, joins=is_anchor)
+    return await s.rooms.attach_reply(joined, c.caller)
 
 
 async def room_stop(s: Services, c: Call) -> dict[str, Any]:
@@ -71,8 +119,32 @@ async def room_list(s: Services, c: Call) -> dict[str, Any]:
 
 async def room_join(s: Services, c: Call) -> dict[str, Any]:
     live_id = c.params.text("live_id")
-    joined = await s.rooms.join(c.caller, live_id)
-    return await s.rooms.joined_reply(joined, c.caller)
+    if c.socket is None:
+        return await s.rooms.joined_reply(await s.rooms.join(c.caller, live_id), c.caller)
+
+    async def join(hold: Hold) -> Joined:
+        return await s.rooms.join(c.caller, live_id, hold=hold)
+
+    joined = await c.socket.attach(live_id, join)
+    return await s.rooms.attach_reply(joined, c.caller)
+
+
+async def room_resume(s: Services, c: Call) -> dict[str, Any]:
+    """Join again and receive what was missed after `since` (PROTOCOL §4.5), before the reply."""
+    socket = _socket_of(c, "room.resume")
+    live_id = c.params.text("live_id")
+    since = c.params.opt_int("since")
+    if since is None or since < 0:
+        raise BadRequest("since is required: the last seq received, >= 0")
+    await s.rooms.check_resume(live_id, since)
+
+    async def rejoin(hold: Hold) -> Joined:
+        return await s.rooms.join(c.caller, live_id, hold=hold)
+
+    await socket.attach(live_id, rejoin)
+    replay = await s.rooms.replay(live_id, since)
+    socket.deliver_history(replay.events, replay.seq)  # what was asked, even if it had some
+    return {"recovered": replay.recovered, "seq": replay.seq}
 
 
 async def room_leave(s: Services, c: Call) -> dict[str, Any]:
@@ -211,6 +283,18 @@ async def chat_send(s: Services, c: Call) -> dict[str, Any]:
     return await s.chat.send(c.caller, live_id, text)
 
 
+# --- the socket itself ------------------------------------------------------------------------
+
+
+async def auth_refresh(s: Services, c: Call) -> dict[str, Any]:
+    socket = _socket_of(c, "auth.refresh")
+    identity = s.admission.verify(c.params.text("token"))
+    if identity.user_id != c.caller.user_id:
+        raise Forbidden("the new token is for another user")
+    socket.reidentify(identity)
+    return {"exp": identity.exp}
+
+
 OPERATIONS: dict[str, Handler] = {
     "room.create": room_create,
     "room.info": room_info,
@@ -220,6 +304,7 @@ OPERATIONS: dict[str, Handler] = {
     "room.search": room_search,
     "room.list": room_list,
     "room.join": room_join,
+    "room.resume": room_resume,
     "room.leave": room_leave,
     "room.heartbeat": room_heartbeat,
     "room.extends": room_extends,
@@ -241,4 +326,5 @@ OPERATIONS: dict[str, Handler] = {
     "user.imusers": user_imusers,
     "app.config": app_config,
     "chat.send": chat_send,
+    "auth.refresh": auth_refresh,
 }

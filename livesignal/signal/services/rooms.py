@@ -23,6 +23,7 @@ from livesignal.signal.model.errors import (
     TooManyRequests,
     WrongState,
 )
+from livesignal.signal.model.events import Replay
 from livesignal.signal.model.params import Page, paged
 from livesignal.signal.model.records import Room, RoomStatus, User
 from livesignal.signal.model.views import room_view, user_view
@@ -330,6 +331,18 @@ class RoomService:
 
         await self._ctx.store.transact(step)
         return {}
+
+    # --- history (PROTOCOL §4.5) -----------------------------------------------------------
+    async def check_resume(self, live_id: str, since: int) -> None:
+        """A socket may resume the room from `since`: 404 for a room that is gone (not "since
+        is too high"), 400 for a seq the room never reached."""
+        await self.get(live_id)
+        if since > await self._ctx.broker.current_seq(live_id):
+            raise BadRequest("since is above the room's current seq")
+
+    async def replay(self, live_id: str, since: int) -> Replay:
+        """The room's held events after `since`, or recovered=False if one of them is gone."""
+        return await self._ctx.broker.replay(live_id, since)
 
     # --- membership ----------------------------------------------------------------------
     async def join(self, caller: Identity, live_id: str, *, hold: Hold = "rest") -> Joined:

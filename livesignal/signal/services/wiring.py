@@ -1,6 +1,7 @@
 """The service layer wired together: what both transports call.
 
-Transports reach state only through these services: the store and the broker stay inside.
+Transports reach state only through these services: the store stays inside, and of the
+broker they get its delivery side alone (`subscriptions`: what this node receives).
 """
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from livesignal.settings import Settings
+from livesignal.signal.model.auth import TokenCodec
+from livesignal.signal.model.clock import Clock
+from livesignal.signal.model.events import Subscriptions
+from livesignal.signal.services.admission import Admission
 from livesignal.signal.services.chat import ChatService
 from livesignal.signal.services.context import ServiceContext
-from livesignal.signal.services.feed import EventFeed
-from livesignal.signal.services.identities import Identities
 from livesignal.signal.services.media_events import MediaEventService
 from livesignal.signal.services.presence import PresenceService
 from livesignal.signal.services.rates import UserRates
@@ -24,7 +27,9 @@ from livesignal.signal.services.users import UserService
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
-    identities: Identities
+    clock: Clock  # the store's clock: what token expiry and heartbeats are measured by
+    tokens: TokenCodec  # issues client tokens (GET /server/auth/token, the CLI's tests)
+    admission: Admission
     users: UserService
     presence: PresenceService
     relays: RelayService
@@ -33,7 +38,7 @@ class Services:
     chat: ChatService
     media_events: MediaEventService
     rates: UserRates
-    feed: EventFeed
+    subscriptions: Subscriptions
     _ctx: ServiceContext
 
     async def store_ready(self) -> bool:
@@ -58,7 +63,9 @@ def build_services(ctx: ServiceContext) -> Services:
     sweeper = Sweeper(ctx, presence, rooms, relays)
     return Services(
         settings=ctx.settings,
-        identities=Identities(ctx),
+        clock=ctx.clock,
+        tokens=ctx.tokens,
+        admission=Admission(ctx, rates, users),
         users=users,
         presence=presence,
         relays=relays,
@@ -67,6 +74,6 @@ def build_services(ctx: ServiceContext) -> Services:
         chat=ChatService(ctx, rates),
         media_events=MediaEventService(ctx),
         rates=rates,
-        feed=EventFeed(ctx.broker),
+        subscriptions=ctx.broker,
         _ctx=ctx,
     )

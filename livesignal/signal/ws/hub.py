@@ -1,16 +1,17 @@
 """Every socket of this node: the `/ws` upgrade, per-room and per-user fan-out, pings, caps.
 
 The HTTP server hands over each connection whose request is a `/ws` upgrade (take_upgrade);
-the hub authenticates it, answers 101 or a plain refusal itself, and serves the socket through
-a SocketLink (socket_link.py) with no aiohttp object left per socket. Room events reach the
-sockets through one RoomFanout per room (fanout.py); a user's events through the hub itself,
-subscribed only while that user has a socket here.
+the hub admits it (services/admission.py), answers 101 or a plain refusal itself, and serves
+the socket through a SocketLink (link.py) with no aiohttp object left per socket. Room events
+reach the sockets through one RoomFanout per room (fanout.py); a user's events through the hub
+itself, subscribed only while that user has a socket here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable
 
 from aiohttp import web
@@ -18,27 +19,24 @@ from aiohttp import web
 from livesignal.http.client_address import ClientAddresses
 from livesignal.http.metrics import FanoutMetrics, Values
 from livesignal.http.upgrade import UpgradeRequest
-from livesignal.signal.model.auth import Identity, bearer_token
+from livesignal.signal.model.auth import bearer_token
+from livesignal.signal.model.clock import Clock, SystemClock
 from livesignal.signal.model.errors import (
     ApiError,
     BadRequest,
     ShuttingDown,
     StoreUnavailable,
     TooManyRequests,
-    Unauthorized,
 )
-from livesignal.signal.model.events import RoomEvent, UserEvent
+from livesignal.signal.model.events import Replay, UserEvent
+from livesignal.signal.model.listeners import KeyedSets
 from livesignal.signal.services.wiring import Services
-from livesignal.signal.ws import handshake as ws_handshake
+from livesignal.signal.ws import handshake
 from livesignal.signal.ws.connection import Connection
 from livesignal.signal.ws.fanout import RoomFanout
 from livesignal.signal.ws.link import CLOSE_GRACE, SocketLink
-from livesignal.signal.ws.protocol import (
-    CLOSE_GOING_AWAY,
-    CLOSE_LOST_EVENTS,
-    room_event_wire,
-    user_event_wire,
-)
+from livesignal.signal.ws.protocol import CLOSE_GOING_AWAY, CLOSE_LOST_EVENTS, user_event_wire
+from livesignal.signal.ws.session import SocketSession
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +44,14 @@ log = logging.getLogger(__name__)
 class SocketHub:
     """Every open socket of this process: fan-out, pings, liveness, token expiry, caps."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, clock: Clock | None = None) -> None:
         self.services = services
+        # Write coalescing and close grace run on this clock; pings and heartbeat timeouts
+        # on the services' clock (the store's, which token expiry is measured by too).
+        self.clock: Clock = clock or SystemClock()
         self.connections: set[Connection] = set()
         self._rooms: dict[str, RoomFanout] = {}
-        self._users: dict[str, dict[Connection, None]] = {}
+        self._users: KeyedSets[str, Connection] = KeyedSets()
         self._tasks: set[asyncio.Future[None]] = set()
         self._closing = False  # close_all has run: the server is shutting down
         presence = services.settings.presence
@@ -62,7 +63,7 @@ class SocketHub:
         self._per_address = SocketCounts("sockets per address", limits.sockets_per_ip)
         self.flush_interval = services.settings.ws.flush_interval
         self.metrics = FanoutMetrics()
-        services.feed.on_resync(self._resync)
+        services.subscriptions.on_resync(self._resync)
         services.sweeper.on_lease_lost(self._lease_lost)
 
     def spawn(self, coro: Awaitable[None]) -> asyncio.Future[None]:
@@ -80,9 +81,9 @@ class SocketHub:
         }
 
     # --- rooms -----------------------------------------------------------------------------
-    @staticmethod
-    def room_wire(event: RoomEvent) -> bytes:
-        return room_event_wire(event)
+    async def replay(self, live_id: str, since: int) -> Replay:
+        """A room's events after `since` (a fan-out filling a gap)."""
+        return await self.services.rooms.replay(live_id, since)
 
     async def attach(self, connection: Connection, live_id: str) -> RoomFanout:
         """Add the socket to the room's fan-out; returns once the node's subscription is on."""
@@ -91,7 +92,7 @@ class SocketHub:
             fanout = self._rooms[live_id] = RoomFanout(self, live_id)
             fanout.sockets[connection] = None
             try:
-                await self.services.feed.subscribe_room(live_id, fanout.on_event)
+                await self.services.subscriptions.subscribe_room(live_id, fanout.on_event)
             except BaseException as exc:
                 self._rooms.pop(live_id, None)
                 fanout.ready.set_exception(exc)
@@ -110,7 +111,7 @@ class SocketHub:
         fanout.remove(connection)
         if not fanout.sockets:
             del self._rooms[live_id]
-            self.services.feed.unsubscribe_room(live_id, fanout.on_event)
+            self.services.subscriptions.unsubscribe_room(live_id, fanout.on_event)
 
     def _resync(self) -> None:
         for fanout in list(self._rooms.values()):
@@ -119,47 +120,36 @@ class SocketHub:
     def _lease_lost(self) -> None:
         """Another node let this one's socket holds lapse: its sockets' members have left.
         Each such socket is closed with 1012, and its client resumes (joining again)."""
-        for fanout in list(self._rooms.values()):
-            for connection in list(fanout.sockets):
-                if connection.holds_membership:
-                    connection.close(CLOSE_LOST_EVENTS, "membership lapsed: reconnect and resume")
+        for connection in list(self.connections):
+            if connection.holds_membership:
+                connection.close(CLOSE_LOST_EVENTS, "membership lapsed: reconnect and resume")
 
     # --- users -----------------------------------------------------------------------------
     async def add_user_socket(self, connection: Connection) -> None:
         user_id = connection.identity.user_id
-        sockets = self._users.get(user_id)
-        if sockets is None:
-            sockets = self._users[user_id] = {}
-            sockets[connection] = None
-            await self.services.feed.subscribe_user(user_id, self._on_user_event)
-        else:
-            sockets[connection] = None
+        if self._users.add(user_id, connection):
+            await self.services.subscriptions.subscribe_user(user_id, self._on_user_event)
 
     def remove_user_socket(self, connection: Connection) -> None:
         user_id = connection.identity.user_id
-        sockets = self._users.get(user_id)
-        if sockets is None:
-            return
-        sockets.pop(connection, None)
-        if not sockets:
-            del self._users[user_id]
-            self.services.feed.unsubscribe_user(user_id, self._on_user_event)
+        if self._users.discard(user_id, connection):
+            self.services.subscriptions.unsubscribe_user(user_id, self._on_user_event)
 
     def _on_user_event(self, event: UserEvent) -> None:
-        sockets = self._users.get(event.user_id)
+        sockets = self._users.members(event.user_id)
         if not sockets:
             return
         wire = user_event_wire(event)
-        for connection in list(sockets):
+        for connection in sockets:
             connection.on_user_event(event, wire)
 
     # --- liveness --------------------------------------------------------------------------
     async def run(self) -> None:
         """Every interval (on the services' clock): ping, close the silent and the expired."""
-        identities = self.services.identities
+        clock = self.services.clock
         while True:
-            await identities.sleep(self.interval)
-            now = identities.now()
+            await clock.sleep(self.interval)
+            now = clock.now()
             for connection in list(self.connections):
                 connection.tick(now, self.timeout)
 
@@ -176,17 +166,9 @@ class SocketHub:
     ) -> None:
         """The HTTP server hands over a connection whose head is a `/ws` upgrade (and any
         bytes that followed it): decide it, and serve the socket if it is accepted."""
-        link = SocketLink(transport, early)
+        link = SocketLink(transport, early, self.clock)
         transport.set_protocol(link)
         self.spawn(self._admit(link, request))
-
-    def _admitted(self, token: str | None, address: str) -> Identity:
-        """Who may open a socket now; raises the ApiError that refuses the upgrade."""
-        if not token:
-            raise Unauthorized("missing token")
-        identity = self.services.identities.verify(token)
-        self.services.rates.admit_request(identity)
-        return identity
 
     async def _admit(self, link: SocketLink, request: UpgradeRequest) -> None:
         """Authenticate before the upgrade; answer 101 and start the socket, or refuse."""
@@ -205,13 +187,12 @@ class SocketHub:
         remote = str(peer[0]) if isinstance(peer, tuple) and peer else None
         address = self._addresses.of(remote, request.header("x-forwarded-for"))
         try:
-            identity = self._admitted(token, address)
-            await services.users.ensure(identity.user_id)
+            identity = await services.admission.admit(token)
             if (problem := request.problem()) is not None:
                 raise BadRequest(problem)
             if not request.version_ok():
                 link.refuse(
-                    ws_handshake.refusal(
+                    handshake.refusal(
                         400,
                         {"code": 400, "message": "Sec-WebSocket-Version 13 is required"},
                         {"Sec-WebSocket-Version": "13"},
@@ -229,7 +210,8 @@ class SocketHub:
             return
         self._per_user.add(identity.user_id)
         self._per_address.add(address)
-        connection = Connection(link, services, identity, self, address)
+        session = SocketSession(identity, secrets.token_hex(8), services.clock.now())
+        connection = Connection(link, services, session, self, address)
         # What needs the store is done before the upgrade: with the store unreachable the
         # client gets a plain 503 instead of a socket cut off right after it opened.
         try:
@@ -251,7 +233,7 @@ class SocketHub:
                 link.refuse(_refusal_bytes(ShuttingDown()))
             return
         self.connections.add(connection)
-        link.accept(ws_handshake.switching_protocols(request), connection)
+        link.accept(handshake.switching_protocols(request), connection)
         connection.start(pending["list"])
         link.read_early()
 
@@ -270,9 +252,8 @@ class SocketHub:
         """GET /ws that is no WebSocket upgrade the server could take over (those never get
         here): the same refusals an upgrade would get, else 400."""
         token = bearer_token(request.headers.get("Authorization")) or request.query.get("token")
-        address = self._addresses.of(request.remote, request.headers.get("X-Forwarded-For"))
         try:
-            self._admitted(token, address)
+            self.services.admission.check(token)
         except ApiError as error:
             return _refusal(error)
         return _refusal(BadRequest("a WebSocket upgrade (RFC 6455) is required"))
@@ -284,7 +265,7 @@ def _refusal_bytes(error: ApiError) -> bytes:
     if isinstance(error, TooManyRequests) and error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
     body = {"code": error.code, "message": error.message}
-    return ws_handshake.refusal(error.http_status, body, headers)
+    return handshake.refusal(error.http_status, body, headers)
 
 
 def _refusal(error: ApiError) -> web.Response:

@@ -21,7 +21,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-from livesignal.signal.ws.frames import FrameReader, Message, WsProtocolError, close_wire
+from livesignal.signal.model.clock import Clock, Timer
+from livesignal.signal.ws.frames import OP_CLOSE, FrameReader, Message, WsProtocolError, close_wire
 from livesignal.signal.ws.protocol import MAX_FRAME
 
 CLOSE_GRACE = 3.0  # seconds the peer has to answer our close frame
@@ -41,6 +42,7 @@ class LinkOwner(Protocol):
 class SocketLink(asyncio.Protocol):
     __slots__ = (
         "transport",
+        "_clock",
         "_reader",
         "_owner",
         "_early",
@@ -50,14 +52,15 @@ class SocketLink(asyncio.Protocol):
         "_lost",
     )
 
-    def __init__(self, transport: asyncio.Transport, early: bytes) -> None:
+    def __init__(self, transport: asyncio.Transport, early: bytes, clock: Clock) -> None:
         self.transport = transport
+        self._clock = clock  # the close grace runs on it
         self._reader: FrameReader | None = None  # set once the upgrade is accepted
         self._owner: LinkOwner | None = None
         self._early: bytearray | None = bytearray(early)
         self._closing = False  # our close frame is out: only the peer's answer matters now
         self._failed = False  # the peer broke the protocol: nothing more is read
-        self._abort_timer: asyncio.TimerHandle | None = None
+        self._abort_timer: Timer | None = None
         self._lost: list[Callable[[], None]] | None = []  # callbacks for the connection's end
 
     # --- the upgrade ---------------------------------------------------------------------
@@ -117,8 +120,7 @@ class SocketLink(asyncio.Protocol):
 
     def _cut_after_grace(self) -> None:
         if self._abort_timer is None and self._lost is not None:
-            loop = asyncio.get_running_loop()
-            self._abort_timer = loop.call_later(CLOSE_GRACE, self.transport.abort)
+            self._abort_timer = self._clock.call_later(CLOSE_GRACE, self.transport.abort)
 
     # --- asyncio.Protocol ----------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -149,7 +151,7 @@ class SocketLink(asyncio.Protocol):
         owner = self._owner
         for message in messages:
             if self._closing:
-                if message.opcode == 0x8:  # the peer's answer to our close frame
+                if message.opcode == OP_CLOSE:  # the peer's answer to our close frame
                     self._end()
                     return
                 continue  # the peer may send a little more before it answers: dropped

@@ -19,17 +19,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from livesignal.signal.backends.base import (
-    HISTORY_AGE,
-    Replay,
-    ResyncListener,
-    RoomListener,
-    UserListener,
-)
+from livesignal.signal.backends.base import HISTORY_AGE
 from livesignal.signal.backends.redis import keys
 from livesignal.signal.backends.redis.store import unavailable
 from livesignal.signal.model.clock import Clock
-from livesignal.signal.model.events import RoomEvent, UserEvent
+from livesignal.signal.model.events import (
+    Replay,
+    ResyncListener,
+    RoomEvent,
+    RoomListener,
+    UserEvent,
+    UserListener,
+)
 
 log = logging.getLogger(__name__)
 

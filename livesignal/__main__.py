@@ -20,15 +20,8 @@ import sys
 import time
 
 from livesignal.log_redaction import install_log_redaction
-from livesignal.settings import (
-    Settings,
-    SettingsError,
-    adopt_secrets,
-    check_workers,
-    fill_random_secrets,
-    load_settings,
-    secret_values,
-)
+from livesignal.random_secrets import adopt_secrets, fill_random_secrets, secret_values
+from livesignal.settings import Settings, SettingsError, check_workers, load_settings
 from livesignal.signal.model.auth import ADMIN_ROLE, TokenCodec
 from livesignal.workers import WorkerRole, stop_when_orphaned, take_worker_role
 

@@ -26,7 +26,8 @@ from livesignal.media.http.routes import (
     node_listener_guard,
 )
 from livesignal.media.placement import LocalPlacement
-from livesignal.settings import Settings, fill_random_secrets
+from livesignal.random_secrets import fill_random_secrets
+from livesignal.settings import Settings
 from livesignal.signal.backends.build import Backend, build_backend
 from livesignal.signal.model.auth import RtcTokenCodec, StreamUrls, TokenCodec
 from livesignal.signal.model.clock import Clock

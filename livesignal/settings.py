@@ -7,9 +7,7 @@ import ipaddress
 import math
 import os
 import re
-import secrets
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +66,7 @@ class StreamSettings:
     flv_play_base: str = "http://127.0.0.1:8088/live"
     hls_play_base: str = "http://127.0.0.1:8088/hls"
     security: str = "expiry"
-    publish_key: str = ""  # "" = random per process (see fill_random_secrets)
+    publish_key: str = ""  # "" = random per process (see random_secrets.py)
     publish_ttl: int = 3600
 
 
@@ -76,7 +74,7 @@ class StreamSettings:
 class RtcSettings:
     app_id: str = "livesignal"
     access_key: str = "ak"
-    secret_key: str = ""  # "" = random per process (see fill_random_secrets)
+    secret_key: str = ""  # "" = random per process (see random_secrets.py)
     token_ttl: int = 86400
 
 
@@ -256,50 +254,6 @@ def _check_limits(limits: LimitsSettings) -> None:
             raise SettingsError(
                 f"limits.trusted_proxies[{index}]: {address!r} is not an IP address or network"
             ) from exc
-
-
-# Secrets that, left empty, are made up for this process (a warning is logged for each).
-RANDOM_WHEN_EMPTY = ("auth.jwt_secret", "stream.publish_key", "rtc.secret_key")
-
-
-def fill_random_secrets(settings: Settings) -> list[str]:
-    """Give every empty secret of RANDOM_WHEN_EMPTY a random value, in place; their names.
-
-    No secret ships with the code: a default key would let anyone who read it sign pushes or
-    RTC tokens. A random one works within this process and dies with it.
-    """
-    filled = []
-    for name in RANDOM_WHEN_EMPTY:
-        section_name, key = name.split(".")
-        section = getattr(settings, section_name)
-        if not getattr(section, key):
-            setattr(section, key, secrets.token_urlsafe(48))
-            filled.append(name)
-    return filled
-
-
-def secret_values(settings: Settings, names: list[str]) -> dict[str, str]:
-    """The values of the named secrets (dotted names, as in RANDOM_WHEN_EMPTY)."""
-    values = {}
-    for name in names:
-        section_name, key = name.split(".")
-        values[name] = str(getattr(getattr(settings, section_name), key))
-    return values
-
-
-def adopt_secrets(settings: Settings, given: Mapping[str, str]) -> None:
-    """Give each empty secret of RANDOM_WHEN_EMPTY its value in `given`, in place.
-
-    How the workers of one server share the random secrets their supervisor made: a token
-    or a signed URL one worker issues is accepted by every other.
-    """
-    for name, value in given.items():
-        if name not in RANDOM_WHEN_EMPTY or not isinstance(value, str) or not value:
-            continue
-        section_name, key = name.split(".")
-        section = getattr(settings, section_name)
-        if not getattr(section, key):
-            setattr(section, key, value)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from livesignal.random_secrets import adopt_secrets, fill_random_secrets, secret_values
 from livesignal.settings import (
     CONFIG_ENV,
     Settings,
     SettingsError,
-    adopt_secrets,
     check_workers,
-    fill_random_secrets,
     load_settings,
-    secret_values,
     settings_from_mapping,
 )
 

@@ -28,6 +28,7 @@ from livesignal.signal.model.events import (
     UserEvent,
     UserListener,
 )
+from livesignal.signal.model.listeners import KeyedSets
 from livesignal.signal.model.records import Member, Relay, Room, RoomStatus, User
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class MemoryBroker:
         self._clock = clock
         self._history_age = history_age
         self._rooms: dict[str, _RoomStream] = {}
-        self._users: dict[str, dict[UserListener, None]] = {}
+        self._users: KeyedSets[str, UserListener] = KeyedSets()
 
     # --- publishing: the memory store's commit calls these, never a service -----------------
     def append_room(self, live_id: str, name: str, data: dict[str, Any], at: float) -> RoomEvent:
@@ -66,11 +67,11 @@ class MemoryBroker:
         return event
 
     def send_user(self, user_id: str, name: str, data: dict[str, Any]) -> None:
-        listeners = self._users.get(user_id)
+        listeners = self._users.members(user_id)
         if not listeners:
             return
         event = UserEvent(user_id, name, data)
-        for listener in list(listeners):
+        for listener in listeners:
             try:
                 listener(event)
             except Exception:
@@ -101,14 +102,10 @@ class MemoryBroker:
                 del self._rooms[live_id]
 
     async def subscribe_user(self, user_id: str, listener: UserListener) -> None:
-        self._users.setdefault(user_id, {})[listener] = None
+        self._users.add(user_id, listener)
 
     def unsubscribe_user(self, user_id: str, listener: UserListener) -> None:
-        listeners = self._users.get(user_id)
-        if listeners is not None:
-            listeners.pop(listener, None)
-            if not listeners:
-                del self._users[user_id]
+        self._users.discard(user_id, listener)
 
     def on_resync(self, listener: ResyncListener) -> None:
         return None  # nothing between the store and this broker can drop an event

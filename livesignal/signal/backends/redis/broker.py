@@ -15,13 +15,12 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from livesignal.signal.backends.base import HISTORY_AGE
 from livesignal.signal.backends.redis import keys
-from livesignal.signal.backends.redis.store import unavailable
+from livesignal.signal.backends.redis.guard import UNREACHABLE, guarded, store_errors
 from livesignal.signal.model.clock import Clock
 from livesignal.signal.model.events import (
     Replay,
@@ -31,6 +30,7 @@ from livesignal.signal.model.events import (
     UserEvent,
     UserListener,
 )
+from livesignal.signal.model.listeners import KeyedSets
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ class RedisBroker:
     def __init__(self, client: aioredis.Redis, clock: Clock) -> None:
         self._redis = client
         self._clock = clock
-        self._rooms: dict[str, dict[RoomListener, None]] = {}
-        self._users: dict[str, dict[UserListener, None]] = {}
+        self._rooms: KeyedSets[str, RoomListener] = KeyedSets()  # a channel per room and
+        self._users: KeyedSets[str, UserListener] = KeyedSets()  # user with listeners
         self._resync: list[ResyncListener] = []
         self._pubsub: Any = None
         self._confirmed: dict[bytes, asyncio.Future[None]] = {}
@@ -52,33 +52,19 @@ class RedisBroker:
 
     # --- subscriptions ---------------------------------------------------------------------
     async def subscribe_room(self, live_id: str, listener: RoomListener) -> None:
-        listeners = self._rooms.setdefault(live_id, {})
-        listeners[listener] = None
-        if len(listeners) == 1:
+        if self._rooms.add(live_id, listener):
             await self._subscribe(keys.room_channel(live_id))
 
     def unsubscribe_room(self, live_id: str, listener: RoomListener) -> None:
-        listeners = self._rooms.get(live_id)
-        if listeners is None:
-            return
-        listeners.pop(listener, None)
-        if not listeners:
-            del self._rooms[live_id]
+        if self._rooms.discard(live_id, listener):
             self._unsubscribe_later(keys.room_channel(live_id))
 
     async def subscribe_user(self, user_id: str, listener: UserListener) -> None:
-        listeners = self._users.setdefault(user_id, {})
-        listeners[listener] = None
-        if len(listeners) == 1:
+        if self._users.add(user_id, listener):
             await self._subscribe(keys.user_channel(user_id))
 
     def unsubscribe_user(self, user_id: str, listener: UserListener) -> None:
-        listeners = self._users.get(user_id)
-        if listeners is None:
-            return
-        listeners.pop(listener, None)
-        if not listeners:
-            del self._users[user_id]
+        if self._users.discard(user_id, listener):
             self._unsubscribe_later(keys.user_channel(user_id))
 
     def on_resync(self, listener: ResyncListener) -> None:
@@ -89,13 +75,15 @@ class RedisBroker:
         confirmed = asyncio.get_running_loop().create_future()
         self._confirmed[channel.encode()] = confirmed
         try:
-            async with self._lock:
-                await self._pubsub.subscribe(channel)
-            await asyncio.wait_for(asyncio.shield(confirmed), 5.0)
-        except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
             # The reader resubscribes every channel that still has listeners once Redis is
-            # back; the caller is told now that events may be missing.
-            raise unavailable(exc if isinstance(exc, Exception) else Exception()) from exc
+            # back; the caller is told now (503) that events may be missing.
+            with store_errors():
+                async with self._lock:
+                    await self._pubsub.subscribe(channel)
+                try:
+                    await asyncio.wait_for(asyncio.shield(confirmed), 5.0)
+                except TimeoutError as exc:
+                    raise RedisTimeoutError("no confirmation of the subscription") from exc
         finally:
             self._confirmed.pop(channel.encode(), None)
 
@@ -135,7 +123,7 @@ class RedisBroker:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
                 attempt = 0
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except (*UNREACHABLE, OSError) as exc:
                 attempt = await self._recover(attempt, exc)
                 continue
             except RuntimeError as exc:
@@ -172,7 +160,7 @@ class RedisBroker:
                     await self._pubsub.subscribe(*channels)
                 else:
                     await self._pubsub.ping()
-        except (RedisConnectionError, RedisTimeoutError, OSError):
+        except (*UNREACHABLE, OSError):
             return False
         return True
 
@@ -195,14 +183,14 @@ class RedisBroker:
             event = RoomEvent(
                 body["live_id"], int(body["seq"]), body["name"], body["data"], body["ts"]
             )
-            for listener in list(self._rooms.get(event.live_id, ())):
+            for listener in self._rooms.members(event.live_id):
                 try:
                     listener(event)
                 except Exception:
                     log.exception("room listener failed for %s", event.live_id)
         else:
             user_event = UserEvent(body["user_id"], body["name"], body["data"])
-            for user_listener in list(self._users.get(user_event.user_id, ())):
+            for user_listener in self._users.members(user_event.user_id):
                 try:
                     user_listener(user_event)
                 except Exception:
@@ -210,19 +198,13 @@ class RedisBroker:
 
     # --- history ---------------------------------------------------------------------------
     async def current_seq(self, live_id: str) -> int:
-        try:
-            return int(await self._redis.get(keys.room_seq(live_id)) or 0)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise unavailable(exc) from exc
+        return int(await guarded(self._redis.get(keys.room_seq(live_id))) or 0)
 
     async def replay(self, live_id: str, since: int) -> Replay:
-        try:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.get(keys.room_seq(live_id))
-            pipe.xrange(keys.room_events(live_id), f"(0-{since}", "+")
-            current_raw, entries = await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise unavailable(exc) from exc
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.get(keys.room_seq(live_id))
+        pipe.xrange(keys.room_events(live_id), f"(0-{since}", "+")
+        current_raw, entries = await guarded(pipe.execute())
         current = int(current_raw or 0)
         oldest_allowed = self._clock.now() - HISTORY_AGE
         held = []

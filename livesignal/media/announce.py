@@ -24,7 +24,7 @@ from livesignal.media.result_codes import shown
 from livesignal.signal.model.errors import StoreUnavailable
 
 if TYPE_CHECKING:
-    from livesignal.media.sfu import Resource
+    from livesignal.media.resource import Resource
 
 logger = logging.getLogger(__name__)
 

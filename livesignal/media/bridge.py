@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 
 from livesignal.media.feed import FeedTrack
 from livesignal.media.keyed_lock import KeyedLock
+from livesignal.media.resource import Resource
 from livesignal.media.result_codes import bad_body, shown, shutting_down
-from livesignal.media.rtmp.streams import RtmpPuller, RtmpPusher, redact
-from livesignal.media.sfu import MediaServer, Resource
+from livesignal.media.rtmp.pull import RtmpPuller
+from livesignal.media.rtmp.push import RtmpPusher
+from livesignal.media.rtmp.worker import redact_url
+from livesignal.media.sfu import MediaServer
 from livesignal.media.tracks import SubscriberTrack
 
 logger = logging.getLogger(__name__)
@@ -160,7 +163,7 @@ class StreamBridge:
         ]
         puller.start()
         client.pull = _Pull(spec, puller, resources)
-        logger.info("rtmp2rtc %s -> room %s as %s", redact(spec.url), room_id, user_id)
+        logger.info("rtmp2rtc %s -> room %s as %s", redact_url(spec.url), room_id, user_id)
 
     async def _stop_pull(self, pull: _Pull) -> None:
         for resource in pull.resources:
@@ -191,7 +194,7 @@ class StreamBridge:
             pusher = RtmpPusher(spec.url, loop, list(tracks))
             pusher.start()
             client.pushes[name] = _Push(spec, pusher)
-            logger.info("rtc2rtmp %s -> %s", ",".join(spec.uris), redact(spec.url()))
+            logger.info("rtc2rtmp %s -> %s", ",".join(spec.uris), redact_url(spec.url()))
 
     def kick(self, key: BridgeKey) -> bool:
         """Retry the client's pull now (its publisher just started); False if none."""

@@ -15,8 +15,9 @@ from functools import partial
 from typing import Any
 
 from livesignal.media.bridge import BridgeKey, PullSpec, PushSpec, StreamBridge
+from livesignal.media.resource import Resource
 from livesignal.media.result_codes import bad_body, shown
-from livesignal.media.sfu import MediaServer, Resource
+from livesignal.media.sfu import MediaServer
 from livesignal.signal.model.auth import StreamUrls
 from livesignal.signal.model.clock import Clock
 

@@ -22,7 +22,7 @@ from livesignal.media.rtmp.worker import redact_url
 from livesignal.media.sfu import MediaServer
 from livesignal.media.tracks import SubscriberTrack
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # (processor, room id, user id): /rtmp and /wechat clients of one user are distinct.
 BridgeKey = tuple[str, str, str]
@@ -98,7 +98,7 @@ class StreamBridge:
     def _refuse_if_closing(self, key: BridgeKey) -> None:
         """Checked before anything is started: close() would not see it, and it would run on."""
         if self._closing:
-            logger.warning("%s exchange in room %s from %s refused: shutting down", *key)
+            log.warning("%s exchange in room %s from %s refused: shutting down", *key)
             raise shutting_down()
 
     def _validate_pushes(self, pushes: list[PushSpec], held: Collection[str]) -> None:
@@ -163,7 +163,7 @@ class StreamBridge:
         ]
         puller.start()
         client.pull = _Pull(spec, puller, resources)
-        logger.info("rtmp2rtc %s -> room %s as %s", redact_url(spec.url), room_id, user_id)
+        log.info("rtmp2rtc %s -> room %s as %s", redact_url(spec.url), room_id, user_id)
 
     async def _stop_pull(self, pull: _Pull) -> None:
         for resource in pull.resources:
@@ -194,7 +194,7 @@ class StreamBridge:
             pusher = RtmpPusher(spec.url, loop, list(tracks))
             pusher.start()
             client.pushes[name] = _Push(spec, pusher)
-            logger.info("rtc2rtmp %s -> %s", ",".join(spec.uris), redact_url(spec.url()))
+            log.info("rtc2rtmp %s -> %s", ",".join(spec.uris), redact_url(spec.url()))
 
     def kick(self, key: BridgeKey) -> bool:
         """Retry the client's pull now (its publisher just started); False if none."""

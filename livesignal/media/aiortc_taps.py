@@ -28,7 +28,7 @@ from av.packet import Packet
 from livesignal.media.bitstream import is_keyframe
 from livesignal.media.feed import FeedTrack
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # Codecs whose encoded frames the gateway forwards (and can decode itself when needed).
 FORWARDED_CODECS = frozenset({"vp8", "h264", "opus"})
@@ -91,7 +91,7 @@ def tap_encoded_frames(receiver: RTCRtpReceiver, feed: FeedTrack) -> bool:
         or not isinstance(getattr(receiver, _DECODER_QUEUE, None), queue.Queue)
         or not callable(getattr(receiver, "_send_rtcp_pli", None))
     ):
-        logger.warning("aiortc receiver internals changed: %s is decoded", feed.kind)
+        log.warning("aiortc receiver internals changed: %s is decoded", feed.kind)
         return False
     mismatched = False
     failed = False
@@ -105,7 +105,7 @@ def tap_encoded_frames(receiver: RTCRtpReceiver, feed: FeedTrack) -> bool:
             if name != feed.codec:
                 if not mismatched:
                     mismatched = True
-                    logger.warning("publisher switched from %s to %s: dropped", feed.codec, name)
+                    log.warning("publisher switched from %s to %s: dropped", feed.codec, name)
                 return
             packet = Packet(frame.data)
             packet.pts = packet.dts = frame.timestamp
@@ -115,7 +115,7 @@ def tap_encoded_frames(receiver: RTCRtpReceiver, feed: FeedTrack) -> bool:
         except Exception:
             if not failed:
                 failed = True
-                logger.exception("forwarding a %s frame failed; dropping such frames", feed.kind)
+                log.exception("forwarding a %s frame failed; dropping such frames", feed.kind)
 
     setattr(receiver, _DECODER_QUEUE, _EncodedFrameQueue(on_frame))
     if feed.kind == "video":
@@ -131,7 +131,7 @@ def _send_pli(receiver: RTCRtpReceiver) -> None:
             if source.source not in rtx_ssrcs:
                 _spawn(receiver._send_rtcp_pli(source.source))
     except Exception:  # callers are aiortc's sender and receiver loops: never break them
-        logger.exception("keyframe request to the publisher failed")
+        log.exception("keyframe request to the publisher failed")
 
 
 def forward_keyframe_requests(sender: RTCRtpSender, on_request: Callable[[], None]) -> bool:
@@ -145,7 +145,7 @@ def forward_keyframe_requests(sender: RTCRtpSender, on_request: Callable[[], Non
         return True
     encoder_keyframe = getattr(sender, "_send_keyframe", None)
     if not callable(encoder_keyframe):
-        logger.warning("aiortc sender internals changed: keyframe requests are not forwarded")
+        log.warning("aiortc sender internals changed: keyframe requests are not forwarded")
         return False
     _keyframe_hooks[sender] = on_request
 
@@ -157,7 +157,7 @@ def forward_keyframe_requests(sender: RTCRtpSender, on_request: Callable[[], Non
         try:
             hook()
         except Exception:  # inside aiortc's RTCP handling: must not end the transport
-            logger.exception("forwarding a keyframe request failed")
+            log.exception("forwarding a keyframe request failed")
 
     sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
     return True
@@ -173,4 +173,4 @@ def _sent(task: asyncio.Task[None]) -> None:
     _pending.discard(task)
     if not task.cancelled() and task.exception() is not None:
         # a connection going away as the request leaves; the next request will do
-        logger.debug("keyframe request not sent: %r", task.exception())
+        log.debug("keyframe request not sent: %r", task.exception())

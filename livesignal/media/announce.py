@@ -24,9 +24,9 @@ from livesignal.media.result_codes import shown
 from livesignal.signal.model.errors import StoreUnavailable
 
 if TYPE_CHECKING:
-    from livesignal.media.sfu import Resource
+    from livesignal.media.resource import Resource
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # Changes waiting for the store; past this (a store down for long) the oldest are dropped.
 MAX_PENDING = 10_000
@@ -90,7 +90,7 @@ class ResourceAnnouncer:
                 self._pending.popleft()
                 self._dropped += 1
                 if self._dropped % 1000 == 1:
-                    logger.warning("media events: the store is behind, dropped %d", self._dropped)
+                    log.warning("media events: the store is behind, dropped %d", self._dropped)
             self._pending.append(_Change(published, resource.room_id, resource.user_id))
             self._pending[-1].resources.append(resource)
         if self._sender is None:
@@ -105,13 +105,13 @@ class ResourceAnnouncer:
                 try:
                     await self._send(change)
                 except (StoreUnavailable, ConnectionError, TimeoutError, OSError) as exc:
-                    logger.warning(
+                    log.warning(
                         "media event for room %s not sent, the store is unavailable: %s",
                         shown(change.room_id),
                         exc,
                     )
                 except Exception:  # a bug: logged as one, and the media goes on
-                    logger.exception("media event for room %s failed", shown(change.room_id))
+                    log.exception("media event for room %s failed", shown(change.room_id))
         finally:
             self._sender = None
 

@@ -22,7 +22,7 @@ from av.packet import Packet
 if TYPE_CHECKING:
     from livesignal.media.feed import Media
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 MediaT = TypeVar("MediaT", bound="Media")
 
@@ -100,9 +100,7 @@ class KeyframeBacklog(Generic[MediaT]):
         before = self.dropped
         self.dropped += count
         if before // 100 != self.dropped // 100 or before == 0:
-            logger.warning(
-                "%s is behind: skipped %d packets to a keyframe", self.name, self.dropped
-            )
+            log.warning("%s is behind: skipped %d packets to a keyframe", self.name, self.dropped)
 
     def clear(self) -> None:
         """Forget what is queued, deliberately (not counted as dropped): a new start."""

@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 
 from livesignal.media.feed import FeedTrack
 from livesignal.media.keyed_lock import KeyedLock
+from livesignal.media.resource import Resource
 from livesignal.media.result_codes import bad_body, shown, shutting_down
-from livesignal.media.rtmp.streams import RtmpPuller, RtmpPusher, redact
-from livesignal.media.sfu import MediaServer, Resource
+from livesignal.media.rtmp.pull import RtmpPuller
+from livesignal.media.rtmp.push import RtmpPusher
+from livesignal.media.rtmp.worker import redact_url
+from livesignal.media.sfu import MediaServer
 from livesignal.media.tracks import SubscriberTrack
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # (processor, room id, user id): /rtmp and /wechat clients of one user are distinct.
 BridgeKey = tuple[str, str, str]
@@ -95,7 +98,7 @@ class StreamBridge:
     def _refuse_if_closing(self, key: BridgeKey) -> None:
         """Checked before anything is started: close() would not see it, and it would run on."""
         if self._closing:
-            logger.warning("%s exchange in room %s from %s refused: shutting down", *key)
+            log.warning("%s exchange in room %s from %s refused: shutting down", *key)
             raise shutting_down()
 
     def _validate_pushes(self, pushes: list[PushSpec], held: Collection[str]) -> None:
@@ -160,7 +163,7 @@ class StreamBridge:
         ]
         puller.start()
         client.pull = _Pull(spec, puller, resources)
-        logger.info("rtmp2rtc %s -> room %s as %s", redact(spec.url), room_id, user_id)
+        log.info("rtmp2rtc %s -> room %s as %s", redact_url(spec.url), room_id, user_id)
 
     async def _stop_pull(self, pull: _Pull) -> None:
         for resource in pull.resources:
@@ -191,7 +194,7 @@ class StreamBridge:
             pusher = RtmpPusher(spec.url, loop, list(tracks))
             pusher.start()
             client.pushes[name] = _Push(spec, pusher)
-            logger.info("rtc2rtmp %s -> %s", ",".join(spec.uris), redact(spec.url()))
+            log.info("rtc2rtmp %s -> %s", ",".join(spec.uris), redact_url(spec.url()))
 
     def kick(self, key: BridgeKey) -> bool:
         """Retry the client's pull now (its publisher just started); False if none."""

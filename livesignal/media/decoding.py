@@ -31,7 +31,7 @@ from livesignal.media.backlog import KeyframeBacklog
 from livesignal.media.census import CENSUS
 from livesignal.media.feed import FeedTrack, catch_up
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 OPUS_RATE = 48000
 # Packets waiting for a shared decoder: about 2 s of video at 30 fps, 1.2 s of 20 ms audio.
@@ -181,7 +181,7 @@ def _decode(decoder: Decoder, packets: list[Packet[Any]]) -> tuple[list[Any], bo
         try:
             decoded = decoder.decode(packet)
         except av.FFmpegError as exc:
-            logger.debug("dropping undecodable packet: %s", exc)
+            log.debug("dropping undecodable packet: %s", exc)
             failed = True
             continue
         for frame in decoded:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     # Packet is generic only in PyAV's stubs, so the alias exists for the type checker only.
     Media: TypeAlias = Frame | Packet[Any]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # A GOP longer than this (about 20 s at 30 fps) is not cached: late joiners wait for the
 # next keyframe instead of the gateway holding unbounded memory.
@@ -87,7 +87,7 @@ class FeedTrack(MediaStreamTrack):
             self._queue.get_nowait()
             self._dropped += 1
             if self._dropped % 100 == 1:
-                logger.warning("feed %s: consumer is behind, dropped %d", self.id, self._dropped)
+                log.warning("feed %s: consumer is behind, dropped %d", self.id, self._dropped)
             if self.encoded:
                 self._waiting_for_keyframe = True
         self._queue.put_nowait(item)

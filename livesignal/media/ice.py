@@ -47,7 +47,7 @@ from aiortc import RTCIceServer
 
 from livesignal.settings import MediaSettings
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +224,7 @@ class RangedConnection(aioice.Connection):
             # nobody can connect to. The caller logs it (one line: not a bug, a full range).
             raise NoFreeUdpPort(ports)
         if full:
-            logger.warning(
+            log.warning(
                 "ICE: no free UDP port in %d..%d on %s, so no host candidate there "
                 "(widen media.udp_port_min..udp_port_max)",
                 ports.start,
@@ -248,7 +248,7 @@ class RangedConnection(aioice.Connection):
         try:
             sock = _bound_socket(address, ports)
         except OSError as exc:  # as aioice does: an address it cannot bind gives no candidate
-            logger.info("ICE: could not bind to %s: %s", address, exc)
+            log.info("ICE: could not bind to %s: %s", address, exc)
             return None
         if sock is None:
             raise NoFreeUdpPort(ports)
@@ -262,7 +262,7 @@ class RangedConnection(aioice.Connection):
                 sock.close()
                 raise
         except OSError as exc:  # as aioice does: an address it cannot bind gives no candidate
-            logger.info("ICE: could not bind to %s: %s", address, exc)
+            log.info("ICE: could not bind to %s: %s", address, exc)
             return None
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, aioice.turn.UDP_SOCKET_BUFFER_SIZE)

@@ -4,6 +4,10 @@ A client is one (room id, user id). Its /exchange offer publishes every m-line t
 sends on (each becomes a resource with an opaque uri) and receives one subscribed resource on
 each m-line it receives on. A later offer from the same RTCPeerConnection (same ICE ufrag)
 renegotiates; an offer with new ICE credentials replaces the old connection.
+
+What a resource is lives in resource.py, a client's peer state in peer.py, and what an offer
+may be and how its answer is laid out in offer.py; this module keeps the registry of
+resources and peers and applies each exchange to them.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Collection, Coroutine, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Collection, Coroutine
+from dataclasses import dataclass
+from typing import Any
 
 from aiortc import (
     RTCConfiguration,
@@ -34,41 +38,24 @@ from livesignal.media.aiortc_taps import (
 )
 from livesignal.media.census import CENSUS
 from livesignal.media.feed import FeedTrack
-from livesignal.media.ice import NoFreeUdpPort, ports_for_new_peers
+from livesignal.media.ice import ports_for_new_peers
 from livesignal.media.keyed_lock import KeyedLock
-from livesignal.media.result_codes import GatewayError, ResultCode, bad_body, shown, shutting_down
+from livesignal.media.offer import (
+    checked_offer,
+    plan_subscriptions,
+    prefer_codecs,
+    refused,
+    refused_by_aiortc,
+    set_direction,
+)
+from livesignal.media.peer import ClientKey, Peer
+from livesignal.media.resource import MEDIA_TYPES, Resource, ResourceListener
+from livesignal.media.result_codes import bad_body, shown, shutting_down
 from livesignal.media.sdp import check as sdp_check
 from livesignal.media.sdp import parse as sdp
 from livesignal.media.tracks import SubscriberTrack
 
-logger = logging.getLogger(__name__)
-
-MEDIA_TYPES = {"audio": 0, "video": 1}
-
-ClientKey = tuple[str, str]  # (room id, user id)
-
-
-@dataclass(eq=False)
-class Resource:
-    """One published track of a room, fanned out to subscribers by MediaRelay."""
-
-    uri: str
-    room_id: str
-    user_id: str
-    kind: str
-    msid: str
-    source: FeedTrack
-    drain: asyncio.Task[None] | None = None
-    # Its source went away for now (an RTMP publisher stopped): announced as gone, so not
-    # listed and not open to new subscribers, yet kept so that existing ones resume with it.
-    source_stopped: bool = False
-
-    @property
-    def media_type(self) -> int:
-        return MEDIA_TYPES[self.kind]
-
-    def describe(self) -> dict[str, Any]:
-        return {"msid": self.msid, "mediaType": self.media_type, "uri": self.uri}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,25 +70,6 @@ class ExchangeResult:
     answer: str
     published: list[Resource]
     subscribed: list[Subscribed]
-
-
-@dataclass(eq=False)
-class Peer:
-    key: ClientKey
-    pc: RTCPeerConnection
-    offer: sdp.SessionInfo  # the last offer it took: a renegotiation must keep its m-lines
-    published: dict[str, Resource] = field(default_factory=dict)  # mid -> resource
-    pumps: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # mid -> pump
-    slots: dict[str, SubscriberTrack] = field(default_factory=dict)  # mid -> sender track
-    closed: bool = False
-
-
-class ResourceListener(Protocol):
-    """Told of every resource the media server registers and removes (room events)."""
-
-    def published(self, resource: Resource) -> None: ...
-
-    def withdrawn(self, resource: Resource) -> None: ...
 
 
 class MediaServer:
@@ -136,7 +104,7 @@ class MediaServer:
         drain_proxy = self._relay.subscribe(source, buffered=False)
         resource.drain = self._spawn(_drain(drain_proxy), f"livesignal-media-drain-{uri}")
         self._resources[uri] = resource
-        logger.info("room %s: %s published %s %s", room_id, user_id, kind, uri)
+        log.info("room %s: %s published %s %s", room_id, user_id, kind, uri)
         if self._listener is not None:
             self._listener.published(resource)
         return resource
@@ -146,7 +114,7 @@ class MediaServer:
         if resource is None:
             return
         resource.source.stop()  # ends MediaRelay's reader, every proxy and the drain
-        logger.info("room %s: %s withdrew %s", resource.room_id, resource.user_id, uri)
+        log.info("room %s: %s withdrew %s", resource.room_id, resource.user_id, uri)
         if self._listener is not None:
             self._listener.withdrawn(resource)
 
@@ -158,7 +126,7 @@ class MediaServer:
         if resource is None or resource.source_stopped:
             return
         resource.source_stopped = True
-        logger.info("room %s: the source of %s stopped", resource.room_id, uri)
+        log.info("room %s: the source of %s stopped", resource.room_id, uri)
         if self._listener is not None:
             self._listener.withdrawn(resource)
 
@@ -168,7 +136,7 @@ class MediaServer:
         if resource is None or not resource.source_stopped:
             return
         resource.source_stopped = False
-        logger.info("room %s: the source of %s is back", resource.room_id, uri)
+        log.info("room %s: the source of %s is back", resource.room_id, uri)
         if self._listener is not None:
             self._listener.published(resource)
 
@@ -228,7 +196,7 @@ class MediaServer:
     def _refuse_if_closing(self, key: ClientKey) -> None:
         """During shutdown an exchange is refused: an expected 50000, one line, no traceback."""
         if self._closing:
-            logger.warning("room %s: refused an exchange from %s: shutting down", *key)
+            log.warning("room %s: refused an exchange from %s: shutting down", *key)
             raise shutting_down()
 
     async def exit(self, room_id: str, user_id: str) -> bool:
@@ -244,22 +212,22 @@ class MediaServer:
     async def _exchange(self, key: ClientKey, offer: str, subscribe: list[str]) -> ExchangeResult:
         self._refuse_if_closing(key)  # close() may have run while this waited for the lock
         # Every refusal comes before any change: a bad offer leaves a working connection alone.
-        info = _checked_offer(key, offer)
+        info = checked_offer(key, offer)
         peer = self._peers.get(key)
         wanted = self._wanted(subscribe, peer)
         renegotiating = peer is not None and peer.offer.ice_ufrag == info.ice_ufrag
         if peer is not None and renegotiating:
             problem = sdp_check.renegotiation_problem(peer.offer, info)
             if problem is not None:
-                raise _refused(key, problem)
-        plan = _plan_subscriptions(info, wanted, peer if renegotiating else None)
+                raise refused(key, problem)
+        plan = plan_subscriptions(info, wanted, peer if renegotiating else None)
         if peer is not None and not renegotiating:
             # A new RTCPeerConnection on the client: the old one is gone with it.
             self._peers.pop(key, None)
             await self._close_peer(peer)
             peer = None
 
-        offer = _prefer_codecs(offer, info, plan)
+        offer = prefer_codecs(offer, info, plan)
 
         created = peer is None
         if peer is None:
@@ -307,10 +275,10 @@ class MediaServer:
         info: sdp.SessionInfo,
         plan: dict[str, Resource],
     ) -> None:
-        with _refused_by_aiortc(peer.key):
+        with refused_by_aiortc(peer.key):
             await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         self._apply(peer, info, plan)  # ours: an error here is a bug (50000)
-        with _refused_by_aiortc(peer.key):
+        with refused_by_aiortc(peer.key):
             answer = await peer.pc.createAnswer()
             await peer.pc.setLocalDescription(answer)
 
@@ -349,7 +317,7 @@ class MediaServer:
                 transceiver.sender.replaceTrack(slot)
             elif slot is not None and slot.uri:
                 slot.detach()
-            _set_direction(transceiver, section, target is not None)
+            set_direction(transceiver, section, target is not None)
 
     def _unpublish(self, peer: Peer, mid: str) -> None:
         resource = peer.published.pop(mid, None)
@@ -369,14 +337,14 @@ class MediaServer:
             slot.stop()
         peer.slots.clear()
         await peer.pc.close()
-        logger.info("room %s: %s disconnected", *peer.key)
+        log.info("room %s: %s disconnected", *peer.key)
 
     def _watch(self, peer: Peer) -> None:
         @peer.pc.on("connectionstatechange")
         def _on_state() -> None:
             state = peer.pc.connectionState
             if state in ("failed", "closed") and not peer.closed:
-                logger.info("room %s: %s connection %s", peer.key[0], peer.key[1], state)
+                log.info("room %s: %s connection %s", peer.key[0], peer.key[1], state)
                 self._spawn(self._drop(peer), "livesignal-media-drop")
 
     async def _drop(self, peer: Peer) -> None:
@@ -407,69 +375,6 @@ class MediaServer:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _refused(key: ClientKey, reason: str) -> GatewayError:
-    """40002 for an offer the gateway cannot take: one INFO line, no traceback (not a bug)."""
-    logger.info("room %s: refused an offer from %s: %s", key[0], key[1], reason)
-    return bad_body(f"sdp: {reason}")
-
-
-def _checked_offer(key: ClientKey, offer: str) -> sdp.SessionInfo:
-    try:
-        sdp_check.check_offer(offer)
-        return sdp.parse_offer(offer)
-    except ValueError as exc:
-        raise _refused(key, str(exc)) from exc
-
-
-@contextlib.contextmanager
-def _refused_by_aiortc(key: ClientKey) -> Iterator[None]:
-    """What aiortc raises while taking an offer comes from what the offer said: 40002.
-
-    `sdp_check` refuses what it knows aiortc chokes on; this catches the rest (e.g. no codec
-    in common). OSError stays a server fault: a 50000 the operator sees. A full UDP port
-    range is one too, but an expected one: a clear 50000 and one warning, no traceback.
-    """
-    try:
-        yield
-    except NoFreeUdpPort as exc:
-        logger.warning(
-            "room %s: refused a peer for %s: %s (media.udp_port_min..udp_port_max is full)",
-            key[0],
-            key[1],
-            exc.message,
-        )
-        raise GatewayError(ResultCode.INTERNAL, exc.message) from exc
-    except OSError:
-        raise
-    except Exception as exc:
-        raise _refused(key, f"offer not accepted: {type(exc).__name__}: {shown(str(exc))}") from exc
-
-
-def _section(info: sdp.SessionInfo, mid: str) -> sdp.MediaSection:
-    return next(m for m in info.media if m.mid == mid)
-
-
-def _prefer_codecs(offer: str, info: sdp.SessionInfo, plan: dict[str, Resource]) -> str:
-    """Reorder the offer's codecs so that aiortc answers with the ones worth forwarding.
-
-    A subscribed m-line takes its resource's codec when the client offers it: the packets
-    are then forwarded as they are. A published video m-line takes H.264 when offered: an
-    rtc2rtmp push then remuxes it into FLV instead of encoding it. A subscription's choice
-    wins on an m-line that does both.
-    """
-    chosen: dict[str, str] = {}  # mid -> codec
-    for section in info.media:
-        if section.kind == "video" and section.client_sends and section.has_codec("H264"):
-            chosen[section.mid] = "h264"
-    for mid, resource in plan.items():
-        codec = resource.source.codec
-        if codec is not None and _section(info, mid).has_codec(codec):
-            chosen[mid] = codec
-    for codec in set(chosen.values()):
-        offer = sdp.prefer_codec(offer, {mid for mid, c in chosen.items() if c == codec}, codec)
-    return offer
-
-
 def _received_source(transceiver: RTCRtpTransceiver, kind: str) -> FeedTrack:
     """The source track of what the client publishes on this transceiver.
 
@@ -483,49 +388,6 @@ def _received_source(transceiver: RTCRtpTransceiver, kind: str) -> FeedTrack:
             return source
     CENSUS.decoder_started(f"aiortc-{codec or kind}")
     return FeedTrack(kind)
-
-
-def _plan_subscriptions(
-    info: sdp.SessionInfo, wanted: list[Resource], peer: Peer | None
-) -> dict[str, Resource]:
-    """Assign each wanted resource to one m-line the client receives on (mid -> resource).
-
-    A resource keeps the m-line it already had; new ones take free recvonly m-lines first
-    (a client adds one recvonly transceiver per subscription), then sendrecv ones.
-    """
-    receiving = [m for m in info.media if m.is_media and m.client_receives]
-    plan: dict[str, Resource] = {}
-    current = {slot.uri: mid for mid, slot in peer.slots.items() if slot.uri} if peer else {}
-    for resource in wanted:
-        mid = current.get(resource.uri)
-        if mid is not None and any(m.mid == mid and m.kind == resource.kind for m in receiving):
-            plan[mid] = resource
-    for resource in wanted:
-        if resource in plan.values():
-            continue
-        free = [m for m in receiving if m.kind == resource.kind and m.mid not in plan]
-        free.sort(key=lambda m: m.direction != "recvonly")
-        if not free:
-            raise bad_body(
-                f"subscribeList: the offer has no free {resource.kind} m-line to receive "
-                f"{resource.uri!r} (add a recvonly transceiver per subscription)"
-            )
-        plan[free[0].mid] = resource
-    return plan
-
-
-def _set_direction(
-    transceiver: RTCRtpTransceiver, section: sdp.MediaSection, sending: bool
-) -> None:
-    receiving = section.client_sends
-    if sending and receiving:
-        transceiver.direction = "sendrecv"
-    elif sending:
-        transceiver.direction = "sendonly"
-    elif receiving:
-        transceiver.direction = "recvonly"
-    else:
-        transceiver.direction = "inactive"
 
 
 async def _pump(remote: MediaStreamTrack, source: FeedTrack) -> None:

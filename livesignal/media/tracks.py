@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FeedTrack", "SubscriberTrack"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # Items waiting for one consumer. Its sender or push pump reads as fast as the event loop
 # runs, so only a stalled consumer gets near this: about 10 s of 30 fps video or 6 s of

@@ -15,12 +15,13 @@ from functools import partial
 from typing import Any
 
 from livesignal.media.bridge import BridgeKey, PullSpec, PushSpec, StreamBridge
+from livesignal.media.resource import Resource
 from livesignal.media.result_codes import bad_body, shown
-from livesignal.media.sfu import MediaServer, Resource
+from livesignal.media.sfu import MediaServer
 from livesignal.signal.model.auth import StreamUrls
 from livesignal.signal.model.clock import Clock
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 PROCESSOR = "wechat"
 
@@ -114,7 +115,7 @@ class WechatGateway:
         """nginx-rtmp's on_publish: whether the push is signed; starts the pull if ours."""
         if not self._streams.verify_push(app, stream, args, self._clock.now()):
             # Both come from the pusher: quoted and cut short, so one line stays one line.
-            logger.info("refused unsigned or expired push to %s", shown(f"/{app}/{stream}"))
+            log.info("refused unsigned or expired push to %s", shown(f"/{app}/{stream}"))
             return False
         client = self._by_stream.get(stream)
         if client is not None:

@@ -13,8 +13,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from aiortc import RTCPeerConnection
 
-from livesignal.media.http.routes import GATEWAY_KEY
-from livesignal.media.rtmp.streams import media_threads
+from livesignal.media.http.wiring import GATEWAY_KEY
+from livesignal.media.rtmp.worker import media_threads
 from tests.ports import free_port
 
 from ._rtc import (

@@ -1,6 +1,6 @@
 """Pure SDP helpers: read what an offer asks for, and reorder codecs in it.
 
-No I/O and no aiortc here: once `sdp_check` has passed an offer, the gateway decides from the
+No I/O and no aiortc here: once sdp/check.py has passed an offer, the gateway decides from the
 parsed offer which m-lines publish and which receive a subscription before it hands the
 (possibly rewritten) offer to aiortc.
 """

@@ -1,22 +1,15 @@
-"""RTMP <-> WebRTC media work with PyAV, each stream in its own thread.
+"""rtc2rtmp: pushing a room's resources to an RTMP URL, in its own thread (`RtmpPusher`).
 
-rtmp2rtc (`RtmpPuller`): demux an RTMP (FLV) stream; H.264 passes through untouched apart
-from `h264_mp4toannexb` (FLV carries AVCC, RTP packetization wants Annex B start codes), so
-aiortc's H.264 encoder only packetizes it; AAC is decoded to s16/48 kHz for aiortc's Opus
-encoder. rtc2rtmp (`RtmpPusher`): remux subscribed H.264 packets as they are, encode other
-video and all audio frames to H.264/AAC, mux FLV in memory and publish the tags with
-`rtmp_publish.RtmpPublisher`. Everything blocking (network I/O, decode, encode) runs in the
-thread; the event loop only moves frames and packets in and out.
+Subscribed H.264 packets are remuxed as they are; other video and all audio frames are
+encoded to H.264/AAC. PyAV muxes FLV in memory and `publish.RtmpPublisher` sends the tags.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fractions
-import itertools
 import logging
 import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,227 +23,13 @@ from av.packet import Packet
 from av.video.frame import VideoFrame
 
 from livesignal.media.bitstream import h264_picture_size
-from livesignal.media.census import CENSUS
-from livesignal.media.feed import FeedTrack
 from livesignal.media.rtmp.publish import FlvTagReader, RtmpError, RtmpPublisher
+from livesignal.media.rtmp.worker import MS, Worker, redact_url
 from livesignal.media.tracks import SubscriberTrack
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
-THREAD_PREFIX = "livesignal-media"
-OPUS_RATE = 48000
 AAC_RATE = 44100
-MS = fractions.Fraction(1, 1000)
-_ids = itertools.count(1)
-
-
-def media_threads() -> list[threading.Thread]:
-    """Threads this module started and that are still running (for tests and monitoring)."""
-    return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
-
-
-def redact(url: str) -> str:
-    """A URL fit for logs: its query (push signatures) removed."""
-    return url.split("?", 1)[0]
-
-
-class _Worker:
-    """A named daemon thread whose end the event loop can await."""
-
-    def __init__(self, kind: str, url: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.url = url
-        self._loop = loop
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._done: asyncio.Future[None] = loop.create_future()
-        self._thread = threading.Thread(
-            target=self._main, name=f"{THREAD_PREFIX}-{kind}-{next(_ids)}", daemon=True
-        )
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _main(self) -> None:
-        try:
-            self.run()
-        except Exception:
-            logger.exception("%s for %s crashed", self._thread.name, redact(self.url))
-        finally:
-            self.call_soon(self._finished)
-
-    def _finished(self) -> None:
-        if not self._done.done():
-            self._done.set_result(None)
-
-    def run(self) -> None:
-        raise NotImplementedError
-
-    def call_soon(self, callback: Any, *args: Any) -> bool:
-        """Run `callback(*args)` on the event loop; False once the loop is gone."""
-        try:
-            self._loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:
-            self._stop.set()
-            return False
-        return True
-
-    def sleep(self, seconds: float) -> None:
-        """Wait between retries; `kick()` or `stop()` end the wait early."""
-        self._wake.wait(seconds)
-        self._wake.clear()
-
-    def kick(self) -> None:
-        self._wake.set()
-
-    def request_stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-
-    async def stop(self, timeout: float = 5.0) -> bool:
-        """Ask the thread to end and wait for it; False if it is still blocked after timeout."""
-        self.request_stop()
-        if not self._thread.is_alive() and not self._thread.ident:
-            return True  # never started
-        deadline = self._loop.time() + timeout
-        try:
-            await asyncio.wait_for(asyncio.shield(self._done), timeout)
-            # `_done` is set from the thread's last statement; wait out its actual exit.
-            while self._thread.is_alive() and self._loop.time() < deadline:
-                await asyncio.sleep(0.001)
-        except TimeoutError:
-            pass
-        if self._thread.is_alive():
-            logger.warning("%s did not stop within %.1fs", self._thread.name, timeout)
-            return False
-        return True
-
-
-class RtmpPuller(_Worker):
-    """rtmp2rtc: feeds `video` (Annex B H.264 packets) and `audio` (s16 frames) from `url`.
-
-    It reconnects while running: the publisher may not have started yet, or may restart.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        video: FeedTrack | None,
-        audio: FeedTrack | None,
-        open_timeout: float = 3.0,
-        read_timeout: float = 3.0,
-        on_source: Callable[[bool], None] | None = None,
-    ) -> None:
-        super().__init__("pull", url, loop)
-        self._video = video
-        self._audio = audio
-        # Called on the event loop with True when the source comes (back), False when it stops.
-        self._on_source = on_source
-        self._source_live = False
-        self._timeouts = (open_timeout, read_timeout)
-        self._video_offset: int | None = None
-        self._last_video_pts = 0
-        self._audio_samples = 0
-
-    def run(self) -> None:
-        backoff = 0.2
-        while not self.stopping:
-            try:
-                self._pull_once()
-                backoff = 0.2
-            except (av.FFmpegError, OSError) as exc:
-                logger.debug("pull %s: %s", redact(self.url), exc)
-            if self.stopping:
-                break
-            self.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
-
-    def _pull_once(self) -> None:
-        container = av.open(
-            self.url,
-            timeout=self._timeouts,
-            # Live input: start as soon as both streams are known instead of probing 5 s.
-            options={"analyzeduration": "1000000", "fflags": "nobuffer"},
-        )
-        try:
-            self._demux(container)
-        finally:
-            container.close()
-            self._report_source(False)
-
-    def _report_source(self, live: bool) -> None:
-        if live != self._source_live:
-            self._source_live = live
-            if self._on_source is not None:
-                self.call_soon(self._on_source, live)
-
-    def _demux(self, container: Any) -> None:
-        video_stream = next(
-            (s for s in container.streams.video if s.codec_context.name == "h264"), None
-        )
-        audio_stream = next(iter(container.streams.audio), None)
-        if self._video is None:
-            video_stream = None
-        if self._audio is None:
-            audio_stream = None
-        if container.streams.video and video_stream is None and self._video is not None:
-            logger.warning("pull %s: video is not H.264, not relayed", redact(self.url))
-        streams = [s for s in (video_stream, audio_stream) if s is not None]
-        if not streams:
-            raise av.FFmpegError(0, "no usable stream")
-        bsf = (
-            av.bitstream.BitStreamFilterContext("h264_mp4toannexb", video_stream)
-            if video_stream is not None
-            else None
-        )
-        resampler = AudioResampler(format="s16", layout="stereo", rate=OPUS_RATE)
-        if audio_stream is not None:
-            CENSUS.decoder_started("aac")
-        logger.info("pull %s: connected", redact(self.url))
-        self._report_source(True)
-        if self._video is not None:
-            self.call_soon(self._video.restart_at_keyframe)
-        self._video_offset = None
-        for packet in container.demux(streams):
-            if self.stopping:
-                return
-            if packet.pts is None or packet.size == 0:
-                continue
-            if packet.stream is video_stream and bsf is not None:
-                for out in bsf.filter(packet):
-                    self._feed_video(out, video_stream.time_base)
-            elif packet.stream is audio_stream:
-                for frame in audio_stream.codec_context.decode(packet):
-                    for out_frame in resampler.resample(frame):
-                        self._feed_audio(out_frame)
-        logger.info("pull %s: stream ended", redact(self.url))
-
-    def _feed_video(self, packet: Packet[Any], time_base: fractions.Fraction) -> None:
-        assert self._video is not None and packet.pts is not None
-        if time_base != MS:
-            packet.pts = int(packet.pts * time_base / MS)
-            packet.dts = packet.pts
-        if self._video_offset is None:
-            # A reconnect restarts the source's clock; keep the relayed one monotonic.
-            start = self._last_video_pts + 40 if self._last_video_pts else 0
-            self._video_offset = start - packet.pts
-        packet.pts = packet.pts + self._video_offset
-        packet.dts = packet.pts
-        packet.time_base = MS
-        self._last_video_pts = packet.pts
-        self.call_soon(self._video.feed, packet)
-
-    def _feed_audio(self, frame: AudioFrame) -> None:
-        assert self._audio is not None
-        frame.pts = self._audio_samples
-        frame.time_base = fractions.Fraction(1, OPUS_RATE)
-        self._audio_samples += frame.samples
-        self.call_soon(self._audio.feed, frame)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +49,7 @@ class _Item:
 _STOP = object()
 
 
-class RtmpPusher(_Worker):
+class RtmpPusher(Worker):
     """rtc2rtmp: muxes `tracks` (at most one video, one audio) into one FLV stream pushed to
     `url`; reconnects while running. H.264 packets are remuxed as they are; frames are
     encoded."""
@@ -286,7 +65,7 @@ class RtmpPusher(_Worker):
         loop: asyncio.AbstractEventLoop,
         tracks: list[SubscriberTrack],
     ) -> None:
-        super().__init__("push", redact(url()), loop)
+        super().__init__("push", redact_url(url()), loop)
         self._url = url  # asked again on every reconnect: a push signature may expire
         self.tracks = tracks
         self.has_video = any(t.kind == "video" for t in tracks)
@@ -324,9 +103,9 @@ class RtmpPusher(_Worker):
                     broken = broken or isinstance(media, Packet)
                     self._dropped += 1
                     if self._dropped % 100 == 1:
-                        logger.warning(
+                        log.warning(
                             "push %s: muxer behind, dropped %d frames",
-                            redact(self.url),
+                            redact_url(self.url),
                             self._dropped,
                         )
         except MediaStreamError:
@@ -361,7 +140,7 @@ class RtmpPusher(_Worker):
             try:
                 self._push_once()
             except (av.FFmpegError, OSError, RtmpError, ValueError) as exc:
-                logger.warning("push %s: %s", redact(self.url), exc)
+                log.warning("push %s: %s", redact_url(self.url), exc)
             if not self.stopping:
                 self.sleep(1.0)
 
@@ -393,7 +172,7 @@ class RtmpPusher(_Worker):
         has_audio = any(t.kind == "audio" for t in self.tracks)
         session = _FlvSession(self._url(), first, self.has_video, has_audio)
         try:
-            logger.info("push %s: connected", redact(self.url))
+            log.info("push %s: connected", redact_url(self.url))
             session.write(first)
             while not self.stopping:
                 item = self._next()
@@ -417,7 +196,7 @@ class _FlvSession:
         self._audio_pts: int | None = None
         self._resampler: AudioResampler | None = None
         self._parameter_sets: Any = None  # remuxing: puts the SPS/PPS where FLV wants them
-        # PyAV muxes FLV into memory and RtmpPublisher sends the tags (see rtmp_publish.py
+        # PyAV muxes FLV into memory and RtmpPublisher sends the tags (see publish.py
         # for why PyAV does not open the RTMP URL itself).
         self.publisher = RtmpPublisher(url)
         self.publisher.open()
@@ -555,6 +334,6 @@ class _FlvSession:
         try:
             self.container.close()
         except (av.FFmpegError, OSError, RtmpError) as exc:
-            logger.debug("closing FLV output: %s", exc)
+            log.debug("closing FLV output: %s", exc)
         finally:
             self.publisher.close()

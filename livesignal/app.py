@@ -28,7 +28,8 @@ from livesignal.media.http.wiring import (
 from livesignal.media.placement import LocalPlacement
 from livesignal.random_secrets import fill_random_secrets
 from livesignal.settings import Settings
-from livesignal.signal.backends.build import Backend, build_backend
+from livesignal.signal.backends.base import Backend
+from livesignal.signal.backends.build import build_backend
 from livesignal.signal.model.auth import RtcTokenCodec, StreamUrls, TokenCodec
 from livesignal.signal.model.clock import Clock
 from livesignal.signal.model.errors import StoreUnavailable

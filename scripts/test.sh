@@ -21,4 +21,6 @@ fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 ruff check livesignal tests
 mypy --strict livesignal
+lint-imports  # the layering contracts in pyproject.toml
+python3 scripts/import_graph.py  # no import circle between modules
 python3 -m pytest -q "$@"

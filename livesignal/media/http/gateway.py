@@ -8,12 +8,12 @@ builds them and closes them with the application.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from livesignal.media.announce import ResourceAnnouncer
 from livesignal.media.bridge import StreamBridge
+from livesignal.media.http.forwarder import Forwarder
 from livesignal.media.ice import IcePolicy
 from livesignal.media.placement import Placement
 from livesignal.media.sfu import MediaServer
@@ -21,10 +21,6 @@ from livesignal.media.wechat import WechatGateway
 from livesignal.settings import Settings
 from livesignal.signal.model.auth import RtcTokenCodec, StreamUrls
 from livesignal.signal.model.clock import Clock
-
-if TYPE_CHECKING:
-    # forwarding.py reads GATEWAY_KEY at run time: only the type may come back this way.
-    from livesignal.media.http.forwarding import Forwarder
 
 
 @dataclass(eq=False)

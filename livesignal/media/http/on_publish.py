@@ -11,7 +11,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from livesignal.media.http.forwarding import FORWARDED_HEADER, forward_push_check
+from livesignal.media.http.forwarder import FORWARDED_HEADER
+from livesignal.media.http.forwarding import forward_push_check
 from livesignal.media.http.gateway import GATEWAY_KEY
 from livesignal.media.http.replies import refuse_push
 from livesignal.media.http.requests import bounded_body

@@ -16,7 +16,8 @@ from aiohttp import web
 from livesignal.media.announce import MediaEvents, ResourceAnnouncer
 from livesignal.media.bridge import StreamBridge
 from livesignal.media.http import handlers
-from livesignal.media.http.forwarding import Forwarder, forward_if_elsewhere, node_listener_guard
+from livesignal.media.http.forwarder import Forwarder
+from livesignal.media.http.forwarding import forward_if_elsewhere, node_listener_guard
 from livesignal.media.http.gateway import GATEWAY_KEY, MediaGateway
 from livesignal.media.http.on_publish import on_publish
 from livesignal.media.http.replies import reply

@@ -22,10 +22,11 @@ from `replay`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from livesignal.signal.model.clock import Clock
 from livesignal.signal.model.events import (
     Replay,
     RoomEvent,
@@ -195,3 +196,29 @@ class Broker(Subscriptions, Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# --- a backend: both, its clock, and what starting and stopping it takes --------------------
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _own_secret(name: str, value: str) -> str:
+    return value  # one process: its own random secret is the only one
+
+
+@dataclass
+class Backend:
+    """A store and its broker, the clock they keep, and their lifetime."""
+
+    store: Store
+    broker: Broker
+    clock: Clock
+    start: Callable[[], Awaitable[None]] = _nothing  # returns once the backend answers
+    close: Callable[[], Awaitable[None]] = _nothing
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # (name, this node's random value) -> the value every node uses (the first node's)
+    share_secret: Callable[[str, str], Awaitable[str]] = _own_secret
+    redis: Any = None  # the Redis client, for what else is shared through it (media pins)

@@ -10,7 +10,7 @@ import logging
 
 import redis.asyncio as aioredis
 
-from livesignal.signal.backends.build import Backend
+from livesignal.signal.backends.base import Backend
 from livesignal.signal.backends.redis import keys
 from livesignal.signal.backends.redis.broker import RedisBroker
 from livesignal.signal.backends.redis.clock import RedisClock

@@ -29,7 +29,7 @@ from livesignal.signal.model.events import (
     UserListener,
 )
 from livesignal.signal.model.listeners import KeyedSets
-from livesignal.signal.model.records import Member, Relay, Room, RoomStatus, User
+from livesignal.signal.model.records import Member, Relay, Room, RoomStatus, User, draft
 
 log = logging.getLogger(__name__)
 
@@ -156,20 +156,20 @@ class MemoryTx:
     async def user(self, user_id: str) -> User | None:
         if user_id not in self._users:
             found = self._store._users.get(user_id)
-            self._users[user_id] = found.copy() if found is not None else None
+            self._users[user_id] = draft(found) if found is not None else None
         return self._users[user_id]
 
     async def room(self, live_id: str) -> Room | None:
         if live_id not in self._rooms:
             found = self._store._rooms.get(live_id)
-            self._rooms[live_id] = found.copy() if found is not None else None
+            self._rooms[live_id] = draft(found) if found is not None else None
             self.rooms_seen.add(live_id)
         return self._rooms[live_id]
 
     async def relay(self, relay_id: str) -> Relay | None:
         if relay_id not in self._relays:
             found = self._store._relays.get(relay_id)
-            self._relays[relay_id] = found.copy() if found is not None else None
+            self._relays[relay_id] = draft(found) if found is not None else None
         return self._relays[relay_id]
 
     async def member(self, live_id: str, user_id: str) -> Member | None:
@@ -363,7 +363,7 @@ class MemoryStore:
         room = self._rooms.get(live_id)
         if room is None:
             return
-        counted = room.copy()
+        counted = draft(room)
         counted.pv += 1
         visitors = self._visitors.setdefault(live_id, set())
         if user_id not in visitors:

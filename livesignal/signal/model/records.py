@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import TypeVar
 
 
 class RoomStatus(IntEnum):
@@ -41,12 +42,6 @@ class User:
     avatar: str = ""
     extends: dict[str, str] = field(default_factory=dict)
 
-    def copy(self) -> User:
-        """A draft to change: the record itself stays as it was (copy-on-write stores)."""
-        clone = copy.copy(self)
-        clone.extends = dict(self.extends)
-        return clone
-
 
 @dataclass(slots=True)
 class Room:
@@ -73,12 +68,6 @@ class Room:
     anchor_absent_since: float | None = None
     relay_id: str = ""  # the relay at status 0-4 that involves this room, if any
     version: int = 0
-
-    def copy(self) -> Room:
-        """A draft to change: the record itself stays as it was (copy-on-write stores)."""
-        clone = copy.copy(self)
-        clone.extends = dict(self.extends)
-        return clone
 
 
 @dataclass(slots=True)
@@ -132,8 +121,12 @@ class Relay:
             return "recv"
         return None
 
-    def copy(self) -> Relay:
-        """A draft to change: the record itself stays as it was (copy-on-write stores)."""
-        clone = copy.copy(self)
-        clone.extends = dict(self.extends)
-        return clone
+
+Draftable = TypeVar("Draftable", User, Room, Relay)
+
+
+def draft(record: Draftable) -> Draftable:
+    """A copy to change, the record itself staying as it was (copy-on-write stores)."""
+    clone = copy.copy(record)
+    clone.extends = dict(record.extends)
+    return clone

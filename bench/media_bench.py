@@ -68,7 +68,7 @@ def serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
     from livesignal.media.census import CENSUS
-    from livesignal.media.http.wiring import add_media_routes
+    from livesignal.media.http.mount import add_media_routes
     from livesignal.signal.model.clock import SystemClock
 
     _loopback_ice()

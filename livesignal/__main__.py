@@ -91,7 +91,7 @@ async def _serve(settings: Settings, role: WorkerRole | None = None) -> None:
         log.info("%s listening on http://%s:%d", name, host, port)
     if settings.store.backend == "redis":
         from livesignal.http.server import open_node_listener
-        from livesignal.media.http.wiring import set_node_address
+        from livesignal.media.http.mount import set_node_address
 
         address = await open_node_listener(runner, settings.server.host)
         set_node_address(app, address)

@@ -19,7 +19,7 @@ from livesignal.http.upgrade import UpgradeRequest, UpgradeTaker
 from livesignal.http_compat.client_routes import add_rest_routes, rest_errors
 from livesignal.http_compat.server_routes import add_server_routes
 from livesignal.log_redaction import install_log_redaction
-from livesignal.media.http.wiring import (
+from livesignal.media.http.mount import (
     GATEWAY_KEY,
     PlacementFactory,
     add_media_routes,

@@ -15,7 +15,7 @@ import pytest
 from multidict import CIMultiDictProxy
 
 from livesignal.http.cors import CorsPolicy
-from livesignal.media.http.wiring import GATEWAY_KEY
+from livesignal.media.http.mount import GATEWAY_KEY
 from livesignal.settings import Settings, SettingsError, settings_from_mapping
 from livesignal.signal.services.operations import OPERATIONS, Call
 from livesignal.signal.services.wiring import Services

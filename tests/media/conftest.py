@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from livesignal.media.http.wiring import add_media_routes
+from livesignal.media.http.mount import add_media_routes
 from livesignal.settings import RtcSettings, Settings, StreamSettings
 from livesignal.signal.model.auth import RtcTokenCodec, StreamUrls
 from livesignal.signal.model.clock import SystemClock

@@ -23,7 +23,7 @@ from livesignal.media import aiortc_taps
 from livesignal.media.aiortc_taps import forward_keyframe_requests, tap_encoded_frames
 from livesignal.media.census import CENSUS
 from livesignal.media.feed import FeedTrack
-from livesignal.media.http.wiring import GATEWAY_KEY
+from livesignal.media.http.mount import GATEWAY_KEY
 
 from ._rtc import SyntheticVideo, connect, post, wait_for
 

@@ -21,7 +21,7 @@ from aiortc.codecs.h264 import H264Decoder, H264Encoder
 from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder
 
 from livesignal.media.census import CENSUS
-from livesignal.media.http.wiring import GATEWAY_KEY
+from livesignal.media.http.mount import GATEWAY_KEY
 from livesignal.media.sdp import parse as sdp
 
 from ._rtc import (

@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from aiortc import RTCPeerConnection
 
-from livesignal.media.http.wiring import GATEWAY_KEY
+from livesignal.media.http.mount import GATEWAY_KEY
 from livesignal.media.sdp import check as sdp_check
 from livesignal.settings import RtcSettings, StreamSettings
 from livesignal.signal.model.auth import StreamUrls

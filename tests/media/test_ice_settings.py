@@ -19,7 +19,7 @@ from aioice import stun
 from aiortc import RTCPeerConnection
 
 from livesignal.media import ice
-from livesignal.media.http.wiring import GATEWAY_KEY, add_media_routes
+from livesignal.media.http.mount import GATEWAY_KEY, add_media_routes
 from livesignal.media.ice import IcePolicy
 from livesignal.settings import IceServer, MediaSettings, Settings
 from livesignal.signal.model.clock import SystemClock

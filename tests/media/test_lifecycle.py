@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from aiortc import RTCPeerConnection
 
-from livesignal.media.http.wiring import GATEWAY_KEY
+from livesignal.media.http.mount import GATEWAY_KEY
 from livesignal.media.rtmp.worker import media_threads
 from tests.ports import free_port
 

@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio
 
 from livesignal.client import SignalClient
-from livesignal.media.http.wiring import GATEWAY_KEY
+from livesignal.media.http.mount import GATEWAY_KEY
 from livesignal.signal.model.errors import StoreUnavailable
 from tests.conftest import Connect, Harness, HarnessFactory, live_room
 from tests.ports import free_port

@@ -1,7 +1,7 @@
 """The media gateway as an application carries it: its parts (`MediaGateway`) and their key.
 
 Every request handler of the gateway reaches the media server, the stream bridge, the WeChat
-gateway and the placement through `request.app[GATEWAY_KEY]`; `wiring.add_media_routes`
+gateway and the placement through `request.app[GATEWAY_KEY]`; `mount.add_media_routes`
 builds them and closes them with the application.
 """
 

@@ -1,7 +1,7 @@
 """The gateway endpoints (PROTOCOL §6): what each one does once its request has been read.
 
 Each handler returns the fields of a successful reply or raises `GatewayError`; the endpoint
-wrapper in wiring.py forwards the request first if the room lives on another node, and turns
+wrapper in mount.py forwards the request first if the room lives on another node, and turns
 both outcomes into the gateway's reply.
 """
 

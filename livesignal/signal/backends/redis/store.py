@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from livesignal.signal.backends.base import Committed, Step
-from livesignal.signal.backends.redis import keys, records
+from livesignal.signal.backends.redis import codec, keys
 from livesignal.signal.backends.redis.guard import UNREACHABLE, guarded, store_errors
 from livesignal.signal.backends.redis.tx import RedisTx
 from livesignal.signal.model.clock import Clock
@@ -84,7 +84,7 @@ class RedisStore:
     # --- reads outside a step -----------------------------------------------------------
     async def get_user(self, user_id: str) -> User | None:
         raw = await guarded(self.redis.hget(keys.user(user_id), "d"))
-        return records.load_user(user_id, raw) if raw is not None else None
+        return codec.load_user(user_id, raw) if raw is not None else None
 
     async def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
         wanted = list(dict.fromkeys(user_ids))
@@ -95,7 +95,7 @@ class RedisStore:
             pipe.hget(keys.user(user_id), "d")
         raws = await guarded(pipe.execute())
         return {
-            user_id: records.load_user(user_id, raw)
+            user_id: codec.load_user(user_id, raw)
             for user_id, raw in zip(wanted, raws, strict=True)
             if raw is not None
         }
@@ -127,17 +127,17 @@ class RedisStore:
             (version, raw), pv, uv = replies[3 * index : 3 * index + 3]
             if raw is not None:
                 rooms.append(
-                    records.load_room(live_id, raw, int(version), int(pv or 0), int(uv or 0))
+                    codec.load_room(live_id, raw, int(version), int(pv or 0), int(uv or 0))
                 )
         return rooms
 
     async def get_relay(self, relay_id: str) -> Relay | None:
         version, raw = await guarded(self.redis.hmget(keys.relay(relay_id), ["v", "d"]))
-        return records.load_relay(relay_id, raw, int(version)) if raw is not None else None
+        return codec.load_relay(relay_id, raw, int(version)) if raw is not None else None
 
     async def get_member(self, user_id: str, live_id: str) -> Member | None:
         raw = await guarded(self.redis.hget(keys.member(live_id, user_id), "d"))
-        return records.load_member(live_id, user_id, raw) if raw is not None else None
+        return codec.load_member(live_id, user_id, raw) if raw is not None else None
 
     async def rooms_with_status(self, statuses: Iterable[RoomStatus]) -> list[Room]:
         live_ids: list[str] = []
@@ -157,7 +157,7 @@ class RedisStore:
             pipe.hget(keys.member(live_id, user_id.decode()), "d")
         raws = await guarded(pipe.execute())
         return [
-            records.load_member(live_id, user_id.decode(), raw)
+            codec.load_member(live_id, user_id.decode(), raw)
             for user_id, raw in zip(user_ids, raws, strict=True)
             if raw is not None
         ]
@@ -184,7 +184,7 @@ class RedisStore:
         pipe.zrangebyscore(keys.REST_DEADLINES, "-inf", now)
         pipe.zremrangebyscore(keys.REST_DEADLINES, "-inf", now)
         due, _ = await guarded(pipe.execute())
-        return [records.unpair(entry) for entry in due]
+        return [codec.unpair(entry) for entry in due]
 
     # --- node leases ---------------------------------------------------------------------
     async def renew_node(self, node_id: str, until: float) -> bool:
@@ -197,7 +197,7 @@ class RedisStore:
 
     async def node_holds(self, node_id: str) -> list[tuple[str, str]]:
         entries = await guarded(self.redis.smembers(keys.node_holds(node_id)))
-        return sorted(records.unpair(entry) for entry in entries)
+        return sorted(codec.unpair(entry) for entry in entries)
 
     async def forget_node(self, node_id: str) -> None:
         pipe = self.redis.pipeline(transaction=True)

@@ -16,7 +16,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from livesignal.signal.backends.base import HISTORY_SIZE, Committed
-from livesignal.signal.backends.redis import keys, records
+from livesignal.signal.backends.redis import codec, keys
 from livesignal.signal.model.events import RoomEvent
 from livesignal.signal.model.records import Member, Relay, Room, RoomStatus, User
 
@@ -54,7 +54,7 @@ class RedisTx:
         key = keys.user(user_id)
         if key not in self._read:
             _, raw = await self._record(key)
-            self._read[key] = records.load_user(user_id, raw) if raw is not None else None
+            self._read[key] = codec.load_user(user_id, raw) if raw is not None else None
         found: User | None = self._read[key]
         return found
 
@@ -70,7 +70,7 @@ class RedisTx:
         self.rooms_seen[live_id] = None
         room = None
         if raw is not None:
-            room = records.load_room(live_id, raw, version, 0, 0)
+            room = codec.load_room(live_id, raw, version, 0, 0)
             self._before[key] = (room.status, room.anchor_id)
         self._read[key] = room
 
@@ -78,7 +78,7 @@ class RedisTx:
         key = keys.relay(relay_id)
         if key not in self._read:
             version, raw = await self._record(key)
-            self._read[key] = records.load_relay(relay_id, raw, version) if raw else None
+            self._read[key] = codec.load_relay(relay_id, raw, version) if raw else None
         found: Relay | None = self._read[key]
         return found
 
@@ -92,7 +92,7 @@ class RedisTx:
 
     def _take_member(self, live_id: str, user_id: str, raw: bytes | None) -> None:
         key = keys.member(live_id, user_id)
-        member = records.load_member(live_id, user_id, raw) if raw is not None else None
+        member = codec.load_member(live_id, user_id, raw) if raw is not None else None
         self._read[key] = member
         if member is not None:
             self._before[key] = (member.join_order, member.rest_deadline, set(member.holds))
@@ -152,7 +152,7 @@ class RedisTx:
         self._staged.append((self._drop_member, member))
 
     def _put_user(self, user: User) -> None:
-        self._ops.append(["PUT", keys.user(user.user_id), records.dump_user(user).decode()])
+        self._ops.append(["PUT", keys.user(user.user_id), codec.dump_user(user).decode()])
         self._ops.append(["SET", keys.im_user(user.im_userid), user.user_id])
 
     def _put_room(self, room: Room) -> None:
@@ -170,7 +170,7 @@ class RedisTx:
             if room.status == RoomStatus.ENDED:
                 self._ops.append(["SREM", open_key, live_id])
         self._before[key] = (room.status, room.anchor_id)
-        self._ops.append(["PUT", key, records.dump_room(room).decode()])
+        self._ops.append(["PUT", key, codec.dump_room(room).decode()])
 
     def _drop_room(self, room: Room) -> None:
         live_id = room.live_id
@@ -203,17 +203,17 @@ class RedisTx:
             self._ops.append(["SADD", keys.ACTIVE_RELAYS, relay.relay_id])
         else:
             self._ops.append(["SREM", keys.ACTIVE_RELAYS, relay.relay_id])
-        self._ops.append(["PUT", keys.relay(relay.relay_id), records.dump_relay(relay).decode()])
+        self._ops.append(["PUT", keys.relay(relay.relay_id), codec.dump_relay(relay).decode()])
 
     def _put_member(self, member: Member) -> None:
         """The record, and only the indexes that changed since the step read it (a heartbeat
         moves the deadline alone)."""
         live_id, user_id = member.live_id, member.user_id
         key = keys.member(live_id, user_id)
-        pair = records.pair(live_id, user_id)
+        pair = codec.pair(live_id, user_id)
         before = self._before.get(key)
         self._before[key] = (member.join_order, member.rest_deadline, set(member.holds))
-        self._ops.append(["PUT", key, records.dump_member(member).decode()])
+        self._ops.append(["PUT", key, codec.dump_member(member).decode()])
         if before is None or before[0] != member.join_order:
             # A new membership: the user's current room is this one from now on.
             self._ops.append(["ZADD", keys.room_members(live_id), repr(member.join_order), user_id])
@@ -234,7 +234,7 @@ class RedisTx:
         self._ops.append(["DEL", keys.member(live_id, user_id)])
         self._ops.append(["ZREM", keys.room_members(live_id), user_id])
         self._ops.append(["ZREM", keys.room_present(live_id), user_id])
-        self._ops.append(["ZREM", keys.REST_DEADLINES, records.pair(live_id, user_id)])
+        self._ops.append(["ZREM", keys.REST_DEADLINES, codec.pair(live_id, user_id)])
         self._ops.append(["AT_CLEAR", keys.user_at(user_id), live_id])
 
     def visit(self, live_id: str, user_id: str) -> None:

@@ -1,4 +1,4 @@
-"""Wiring the media gateway into an application: its parts, its routes and its shutdown.
+"""Mounting the media gateway on an application: its parts, its routes and its shutdown.
 
 `add_media_routes` builds the media server (aiortc), the stream bridge (PyAV threads) and the
 WeChat gateway, routes the gateway's paths to their handlers and tears it all down with the

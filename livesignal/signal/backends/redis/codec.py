@@ -1,4 +1,4 @@
-"""Records as JSON, for stores outside this process (Redis). Pure functions, no I/O.
+"""Records as JSON for Redis, and back: pure functions, no I/O.
 
 A room's pv and uv are counters kept beside the record (so that joins, which count them, do
 not conflict with each other on the room record); `version` is the store's, not the record's.

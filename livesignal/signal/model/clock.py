@@ -49,6 +49,16 @@ class SystemClock:
         return asyncio.get_running_loop().call_later(delay, callback)
 
 
+class MonotonicClock(SystemClock):
+    """The event loop's monotonic time: for intervals on this node only (write coalescing,
+    the close grace), never stored or compared across nodes, so that a step of the wall
+    clock (NTP) neither holds events back nor cuts a close short. `now()` is seconds from an
+    arbitrary origin, not unix time."""
+
+    def now(self) -> float:
+        return time.monotonic()  # what asyncio's loop.time() and call_later run on
+
+
 class _ManualTimer:
     __slots__ = ("callback", "cancelled")
 

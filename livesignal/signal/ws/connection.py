@@ -193,12 +193,22 @@ class Connection:
     def on_user_event(self, event: UserEvent, wire: bytes) -> None:
         if event.name == DETACH:
             # The user left the room by another way: this socket lets go of it (no release).
-            live_id = str(event.data.get("live_id", ""))
-            if self.session.attached == live_id:
-                self.session.let_go()
-                self._leave_fanout(live_id)
+            if self.session.attached == str(event.data.get("live_id", "")):
+                self._let_go_of_room()
             return
         self.send_wire(wire)
+
+    def _let_go_of_room(self) -> tuple[str, bool] | None:
+        """Stop receiving the attached room's events: (the room, whether this socket held the
+        membership), or None. What its fan-out still holds for this socket goes out first:
+        it was delivered before the socket left."""
+        fanout = self._fanout
+        if fanout is not None and fanout.queued:
+            fanout.catch_up(self)
+        left = self.session.let_go()
+        if left is not None:
+            self._leave_fanout(left[0])
+        return left
 
     def _leave_fanout(self, live_id: str) -> None:
         self.hub.detach(self, live_id)
@@ -222,11 +232,10 @@ class Connection:
 
     async def _leave_attached_room(self) -> None:
         """Stop receiving the room's events and drop this socket's hold on the membership."""
-        left = self.session.let_go()
+        left = self._let_go_of_room()
         if left is None:
             return
         live_id, held = left
-        self._leave_fanout(live_id)
         if not held:
             return
         user_id = self.identity.user_id
@@ -298,10 +307,12 @@ class Connection:
             # The reply is out: what the room sent while attaching follows it.
             self._write_released(self.session.release())
 
-    def _write_released(self, out: bytes) -> None:
+    def _write_released(self, wires: list[bytes]) -> None:
+        """Write held events one frame at a time (a long backlog is the kernel's to absorb,
+        not one write that alone could count the socket a slow consumer)."""
         fanout = self._fanout
-        if out:
-            self._write(out)
+        for wire in wires:
+            self._write(wire)
         if self.session.attached is None and fanout is not None:
             self._leave_fanout(fanout.live_id)  # room.deleted was among them
 
@@ -335,9 +346,10 @@ class Connection:
         return joined
 
     def deliver_history(self, events: list[RoomEvent], seq: int) -> None:
-        out = self.session.history([room_event_wire(event) for event in events], seq)
-        if out:
-            self.send_wire(out)
+        # One frame at a time, as for held events: a resume may replay a thousand of them.
+        for event in events:
+            self.send_wire(room_event_wire(event))
+        self.session.replayed(seq)
 
     def reidentify(self, identity: Identity) -> None:
         self.session.identity = identity

@@ -20,7 +20,7 @@ from livesignal.http.client_address import ClientAddresses
 from livesignal.http.metrics import FanoutMetrics, Values
 from livesignal.http.upgrade import UpgradeRequest
 from livesignal.signal.model.auth import bearer_token
-from livesignal.signal.model.clock import Clock, SystemClock
+from livesignal.signal.model.clock import Clock, MonotonicClock
 from livesignal.signal.model.errors import (
     ApiError,
     BadRequest,
@@ -46,9 +46,10 @@ class SocketHub:
 
     def __init__(self, services: Services, clock: Clock | None = None) -> None:
         self.services = services
-        # Write coalescing and close grace run on this clock; pings and heartbeat timeouts
-        # on the services' clock (the store's, which token expiry is measured by too).
-        self.clock: Clock = clock or SystemClock()
+        # Write coalescing and the close grace run on this clock (monotonic: node-local
+        # intervals); pings and heartbeat timeouts on the services' clock (the store's, which
+        # token expiry is measured by too).
+        self.clock: Clock = clock or MonotonicClock()
         self.connections: set[Connection] = set()
         self._rooms: dict[str, RoomFanout] = {}
         self._users: KeyedSets[str, Connection] = KeyedSets()

@@ -241,13 +241,13 @@ class SocketSession:
         self.attaching, self.held = live_id, []
         return already, already and self.holds_membership
 
-    def attach_failed(self, already: bool) -> bytes:
+    def attach_failed(self, already: bool) -> list[bytes]:
         """The action failed: what arrived meanwhile is still due if the socket stays attached
         to the room (returned, to write), and dropped otherwise."""
         if already:
             return self.release()
         self.attaching, self.held = None, []
-        return b""
+        return []
 
     def attached_to(self, live_id: str, seq: int, *, already: bool, holds: bool) -> None:
         """The action succeeded: the room's events from `seq` on are this socket's."""
@@ -256,14 +256,14 @@ class SocketSession:
             self.room_seq = seq
         self.holds_membership = holds
 
-    def history(self, wires: list[bytes], seq: int) -> bytes:
-        """A resume's replayed events, written as they are (the client asked for them), and
-        the watermark moved past them."""
+    def replayed(self, seq: int) -> None:
+        """A resume's replay up to `seq` was written (all of it, as the client asked, even
+        what it had): the watermark moves past it."""
         self.room_seq = max(self.room_seq, seq)
-        return b"".join(wires)
 
-    def release(self) -> bytes:
-        """The reply is out: the held events newer than the watermark, in order."""
+    def release(self) -> list[bytes]:
+        """The reply is out: the held events newer than the watermark, in order, one frame
+        each."""
         held, self.held = self.held, []
         self.attaching = None
         out = []
@@ -271,7 +271,7 @@ class SocketSession:
             delivered = self.room_event(event, wire)
             if delivered is not None:
                 out.append(delivered)
-        return b"".join(out)
+        return out
 
     # --- closing and liveness ------------------------------------------------------------
     def begin_close(self, leave_reason: str | None = None) -> bool:

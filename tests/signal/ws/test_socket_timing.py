@@ -241,3 +241,38 @@ async def test_requests_are_answered_in_the_order_they_came(node: Node) -> None:
     await settle(lambda: len([f for f in texts(peer.received()) if f["type"] == "pong"]) == 1)
     frames = [f for f in texts(peer.received()) if f["type"] in ("reply", "pong")]
     assert [f.get("id", "pong") for f in frames] == [1, 2, 3, 4, 5, "pong"]
+
+
+@pytest.mark.parametrize("how", ["room.leave", "switch"])
+async def test_leaving_a_room_still_delivers_what_its_fan_out_held_for_the_socket(
+    node: Node, how: str
+) -> None:
+    """Events queued for coalescing were delivered before the socket left: they reach it,
+    ahead of the reply, however it leaves (a leave, or a join of another room)."""
+    viewer, live_id = await joined_viewer(node)
+    await chat(node, live_id, "at once")
+    await chat(node, live_id, "queued")  # within the interval: waiting for the flush
+    seen = len(viewer.transport.written)
+    if how == "room.leave":
+        await viewer.request("room.leave", live_id=live_id)
+    else:
+        await viewer.request("room.join", live_id=await live_room(node))
+    frames = texts(viewer.received(seen))
+    assert frames[0].get("event") == "chat.message" and frames[0]["data"]["text"] == "queued"
+    assert frames[-1]["type"] == "reply"
+
+
+async def test_a_resume_replays_more_than_a_send_buffer_of_history(node: Node) -> None:
+    """A resume may replay up to the room's whole history (PROTOCOL §4.5): over 1 MiB of it
+    is written frame by frame, not refused as one write too large for the socket."""
+    live_id = await live_room(node)
+    viewer = await node.open("viewer")
+    joined = await viewer.request("room.join", live_id=live_id)
+    text = "x" * 4000
+    for _ in range(300):  # 1.2 MB of chat
+        await chat(node, live_id, text)
+    late = await node.open("late")
+    resumed = await late.request("room.resume", live_id=live_id, since=joined["seq"])
+    assert resumed["recovered"] is True
+    assert len(chat_texts(late.received())) == 300
+    assert not late.connection.session.closing

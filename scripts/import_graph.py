@@ -2,6 +2,7 @@
 
     python scripts/import_graph.py          # check: exit 1 and name the circles, if any
     python scripts/import_graph.py --dot    # the module graph in Graphviz DOT
+    python scripts/import_graph.py --parts  # which part imports which (folders, not modules)
 
 Every `import` and `from ... import` counts, those under `if TYPE_CHECKING:` and inside
 functions included: a circle that only type checking closes is still a circle a reader walks.
@@ -85,8 +86,22 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def part(module: str) -> str:
+    """The folder a module belongs to (livesignal.signal.ws.hub -> livesignal.signal.ws)."""
+    depth = 3 if module.startswith(f"{PACKAGE}.signal.") else 2
+    return ".".join(module.split(".")[:depth])
+
+
 def main() -> int:
     edges = graph(modules())
+    if "--parts" in sys.argv:
+        parts: dict[str, set[str]] = {}
+        for name, targets in edges.items():
+            here = part(name)
+            parts.setdefault(here, set()).update(part(t) for t in targets if part(t) != here)
+        for name in sorted(parts):
+            print(f"{name} -> {', '.join(sorted(parts[name])) or '(nothing)'}")
+        return 0
     if "--dot" in sys.argv:
         print("digraph livesignal {")
         for name in sorted(edges):

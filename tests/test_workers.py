@@ -26,9 +26,9 @@ import pytest
 
 from livesignal.signal.model.auth import TokenCodec
 from livesignal.workers import WORKER_ENV, RestartPolicy, WorkerRole, take_worker_role
+from tests.cli import REPO, SECRET, clean_env, config, run_cli
 from tests.conftest import record_token
 from tests.ports import free_port
-from tests.test_cli import REPO, SECRET, clean_env, config, run_cli
 
 START_DEADLINE = 20.0
 STOP_DEADLINE = 15.0  # a real worker's grace (5 s) and the supervisor's margin fit in it

@@ -37,7 +37,7 @@ async def make_live_room(h: Harness, anchor: str, **body: Any) -> str:
     return str(live_id)
 
 
-# --- 1. bounded values: one member cannot make an event that closes everyone else ----------
+# --- 1. bounded values: one member cannot make an event that closes everyone else -----------------
 
 
 async def test_a_bloated_profile_is_refused_and_the_room_keeps_its_sockets(
@@ -122,7 +122,7 @@ async def test_room_and_relay_extends_and_chat_are_bounded(
     await alice.request("chat.send", live_id=room_a, text="é" * 2048)  # 4096 bytes
 
 
-# --- 2. search amplification ---------------------------------------------------------------
+# --- 2. search amplification ----------------------------------------------------------------------
 
 
 async def test_search_replies_stay_small_however_the_anchor_bloats(harness: Harness) -> None:
@@ -162,7 +162,7 @@ async def test_open_rooms_are_counted_per_anchor_until_they_end(harness: Harness
     assert_ok(await h.call("POST", CREATE, "alice", json={"title": "r21"}))
 
 
-# --- 3. looking up a room that does not exist leaves nothing behind -------------------------
+# --- 3. looking up a room that does not exist leaves nothing behind -------------------------------
 
 
 async def test_joining_rooms_that_do_not_exist_leaves_no_memory_behind(
@@ -192,7 +192,7 @@ async def test_joining_rooms_that_do_not_exist_leaves_no_memory_behind(
     assert after - before < 256 * 1024
 
 
-# --- 4. sockets per user and per address ----------------------------------------------------
+# --- 4. sockets per user and per address ----------------------------------------------------------
 
 
 async def ws_status(h: Harness, user: str, headers: dict[str, str] | None = None) -> int:
@@ -245,7 +245,7 @@ async def test_sockets_per_address_trust_only_configured_proxies(
     assert statuses == [101, 101, 429]
 
 
-# --- 5. rates --------------------------------------------------------------------------------
+# --- 5. rates -------------------------------------------------------------------------------------
 
 
 async def test_chat_beyond_the_rate_gets_429_and_the_socket_stays_open(
@@ -323,7 +323,7 @@ async def test_relay_starts_beyond_the_rate_are_429(
     assert busy.value.code == 601  # past the rate check: the target is busy with friend
 
 
-# --- 8. no shipped secrets, no eternal tokens -----------------------------------------------
+# --- 8. no shipped secrets, no eternal tokens -----------------------------------------------------
 
 
 async def test_a_token_without_exp_is_refused(harness: Harness) -> None:

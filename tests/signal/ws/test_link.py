@@ -20,7 +20,7 @@ from livesignal.signal.ws.connection import Connection
 from livesignal.signal.ws.frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
 from livesignal.signal.ws.hub import SocketHub
 from tests.conftest import Connect, Harness, HarnessFactory, live_room
-from tests.test_ws_reader import frame
+from tests.signal.ws.test_frames import frame
 
 GRACE = 0.3  # CLOSE_GRACE in these tests
 

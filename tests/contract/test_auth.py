@@ -1,4 +1,5 @@
-"""PROTOCOL §2: GET /server/auth/token signed with Qiniu MAC, and the credentials it mints.
+"""PROTOCOL §2, black box: GET /server/auth/token signed with Qiniu MAC, the credentials it
+mints, and the user object.
 
 Signatures are computed here by hand (hmac/hashlib/base64) from the §2 formula.
 """
@@ -14,9 +15,8 @@ import jwt
 import orjson
 import pytest
 
-from livesignal.settings import RtcSettings
-from livesignal.signal.model.auth import RtcTokenCodec
 from tests.conftest import JWT_SECRET, Harness, HarnessFactory
+from tests.contract.helpers import check_user
 from tests.rest_helpers import assert_error, assert_ok
 
 AK, SK = "server-ak", "server-sk"
@@ -204,34 +204,7 @@ async def test_server_token_reply_echoes_x_reqid(h: Harness) -> None:
     assert (reply.body["request_id"], reply.headers["X-Reqid"]) == ("srv-1", "srv-1")
 
 
-# --- RTC room tokens: what the media gateway will accept ------------------------------------
-
-
-def test_rtc_token_round_trip_and_tampering() -> None:
-    codec = RtcTokenCodec(RtcSettings(app_id="app", access_key="ak1", secret_key="sk1"))
-    token = codec.issue("live_x", "alice", 1_000)
-    grant = codec.verify(token, 1_000)
-    assert (grant.app_id, grant.room_name, grant.user_id, grant.permission) == (
-        "app",
-        "live_x",
-        "alice",
-        "user",
-    )
-    assert grant.expire_at == 1_000 + 86400
-    access_key, sign, enc = token.split(":")
-    forged_payload = orjson.loads(base64.urlsafe_b64decode(enc))
-    forged_payload["roomName"] = "live_other"
-    forged_enc = base64.urlsafe_b64encode(orjson.dumps(forged_payload)).decode()
-    for bad in (
-        f"{access_key}:{sign}:{forged_enc}",
-        f"other-ak:{sign}:{enc}",
-        f"{access_key}:{sign}",
-        "garbage",
-    ):
-        with pytest.raises(ValueError):
-            codec.verify(bad, 1_000)
-    with pytest.raises(ValueError):
-        codec.verify(token, 1_000 + 86400)
+# --- RTC room tokens: what the media gateway will accept ------------------------------------------
 
 
 @pytest.mark.parametrize("size", [1, 60_000])
@@ -277,3 +250,30 @@ async def test_signed_body_over_64_kib_is_400(h: Harness) -> None:
         "Authorization": qiniu("GET", path, content_type="application/json", body=body),
     }
     assert_error(await h.call("GET", path, data=body, headers=headers), 400)
+
+
+# --- users ----------------------------------------------------------------------------------------
+
+
+async def test_user_object_everywhere(harness: Harness) -> None:
+    h = harness
+    profile = assert_ok(await h.call("GET", "/client/user/profile", "alice"))
+    check_user(profile)
+    assert profile["user_id"] == "alice" and profile["nick"] == "alice"
+    updated = assert_ok(
+        await h.call("PUT", "/client/user/user", "alice", json={"extends": {"a": "1"}})
+    )
+    assert updated["extends"] == {"a": "1"} and updated["nick"] == "alice"
+    updated = assert_ok(
+        await h.call("PUT", "/client/user/user", "alice", json={"nick": "A", "extends": {"b": "2"}})
+    )
+    assert updated["extends"] == {"a": "1", "b": "2"} and updated["nick"] == "A"
+    shown = assert_ok(await h.call("GET", "/client/user/user/alice", "bob"))
+    check_user(shown)
+    assert shown["im_userid"] == profile["im_userid"]
+    # Over REST a JSON array, as the original server and its SDKs (§2).
+    listed = assert_ok(await h.call("GET", "/client/user/users?user_ids=bob,alice", "bob"))
+    assert [u["user_id"] for u in listed] == ["bob", "alice"]
+    assert listed[1]["im_userid"] == profile["im_userid"]
+    assert listed[0]["im_userid"] != profile["im_userid"]
+    assert_error(await h.call("GET", "/client/user/user/nobody", "bob"), 404)

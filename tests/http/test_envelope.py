@@ -1,4 +1,5 @@
-"""PROTOCOL §3.1 and §2 on REST: envelope, request ids, tokens, bad bodies, check order."""
+"""The REST envelope (livesignal/http/envelope.py, PROTOCOL §3.1): request ids, bodies, and
+failures inside the server; tokens on REST (§2)."""
 
 from __future__ import annotations
 

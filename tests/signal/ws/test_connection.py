@@ -1,4 +1,5 @@
-"""The /ws protocol: frames, heartbeat, presence, resume, back-pressure, close codes."""
+"""One client's WebSocket (livesignal/signal/ws/connection.py): frames in, replies and events
+out, heartbeat, presence, resume, back-pressure and close codes."""
 
 from __future__ import annotations
 
@@ -345,105 +346,27 @@ async def test_expired_token_closes_4001_unless_refreshed(harness: Harness) -> N
         await refreshed.close()
 
 
-async def test_client_auto_reconnect_resumes_the_room(harness: Harness, connect: Connect) -> None:
-    anchor = await connect(harness, "anchor")
-    live_id = await live_room(anchor)
-    viewer = await connect(harness, "viewer", auto_reconnect=True)
-    await viewer.request("room.join", live_id=live_id)
-    first_session = viewer.welcome["session_id"]
-    assert viewer._ws is not None
-    viewer._ws.transport.abort()
-    await anchor.next_event("member.left")
-    await anchor.request("chat.send", live_id=live_id, text="while away")
-    # The client reconnects by itself and replays what it missed, in order.
-    missed = await viewer.next_event("chat.message")
-    assert missed["data"]["text"] == "while away"
-    assert viewer.welcome["session_id"] != first_session
-    await anchor.request("chat.send", live_id=live_id, text="back")
-    assert (await viewer.next_event("chat.message"))["data"]["text"] == "back"
-    assert viewer.last_resume is not None and viewer.last_resume["recovered"] is True
-
-
-async def test_coalesced_writes_keep_every_frame_in_order(
+async def test_pipelining_slow_consumer_gets_its_4009_not_a_reset(
     make_harness: HarnessFactory, connect: Connect
 ) -> None:
-    """[ws] flush_interval: frames wait to go out together, never reordered or lost."""
-    harness = await make_harness({"ws": {"flush_interval": 0.01}})
+    harness = await make_harness(backend="memory")
     anchor = await connect(harness, "anchor")
     live_id = await live_room(anchor)
-    viewer = await connect(harness, "viewer")
-    joined = await viewer.request("room.join", live_id=live_id)
-    sends = [anchor.request("chat.send", live_id=live_id, text=f"m{index}") for index in range(50)]
-    await asyncio.gather(*sends)
-    received = [await viewer.next_event("chat.message") for _ in range(50)]
-    assert sorted(e["data"]["text"] for e in received) == sorted(f"m{i}" for i in range(50))
-    seqs = [e["seq"] for e in received]
-    assert seqs == list(range(joined["seq"] + 1, joined["seq"] + 51))
-    # A reply after those events still comes after them, and the socket lives on.
-    assert (await viewer.request("room.info", live_id=live_id))["live_id"] == live_id
-
-
-async def test_a_reply_is_not_held_for_coalescing_and_still_follows_the_rooms_events(
-    make_harness: HarnessFactory, connect: Connect
-) -> None:
-    """Room events written less than flush_interval ago wait for it to end; a frame produced
-    for the socket later (its reply) takes them along at once and never overtakes them."""
-    harness = await make_harness({"ws": {"flush_interval": 1.0}})  # the largest bound
-    anchor = await connect(harness, "anchor")
-    live_id = await live_room(anchor)
-    viewer = await connect(harness, "viewer")
-    await viewer.request("room.join", live_id=live_id)
-    await anchor.request("chat.send", live_id=live_id, text="at once")  # a quiet room
-    assert (await viewer.next_event("chat.message"))["data"]["text"] == "at once"
-    await anchor.request("chat.send", live_id=live_id, text="queued")  # within the second
-    loop = asyncio.get_running_loop()
-    asked = loop.time()
-    await viewer.request("room.info", live_id=live_id)
-    assert loop.time() - asked < 0.5  # not held for the second-long interval
-    # The chat event was produced first: it arrived before the reply, in the same write.
-    assert [e["data"]["text"] for e in viewer.pending_events() if e["event"] == "chat.message"] == [
-        "queued"
-    ]
-
-
-async def test_room_events_wait_no_longer_than_the_flush_interval(
-    make_harness: HarnessFactory, connect: Connect
-) -> None:
-    """A quiet room's event goes out at once; the next, within the interval, waits for the
-    interval's end, and no longer."""
-    harness = await make_harness({"ws": {"flush_interval": 0.5}})
-    anchor = await connect(harness, "anchor")
-    live_id = await live_room(anchor)
-    viewer = await connect(harness, "viewer")
-    await viewer.request("room.join", live_id=live_id)
-    await asyncio.sleep(1.1)  # the join's own events went out over an interval ago: quiet
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await anchor.request("chat.send", live_id=live_id, text="first")
-    first = await viewer.next_event("chat.message", timeout=2.0)
-    first_after = loop.time() - started
-    await anchor.request("chat.send", live_id=live_id, text="second")
-    second = await viewer.next_event("chat.message", timeout=2.0)
-    second_after = loop.time() - started
-    assert (first["data"]["text"], second["data"]["text"]) == ("first", "second")
-    assert first_after < 0.3  # at once
-    assert 0.35 <= second_after < 1.5  # coalescing for the rest of the interval, not past it
-
-
-async def test_a_socket_opens_on_a_kept_alive_connection_that_served_rest_first(
-    harness: Harness,
-) -> None:
-    """The upgrade is recognised on any request of a connection, not only its first."""
-    token = harness.token("alice")
-    connector = aiohttp.TCPConnector(limit=1)  # one connection: REST, then the upgrade on it
-    async with aiohttp.ClientSession(connector=connector) as session:
-        profile = harness.base_url + "/client/user/profile"
-        for _ in range(2):
-            async with session.get(profile, headers={"Authorization": token}) as answer:
-                assert answer.status == 200
-        async with session.ws_connect(f"{harness.ws_url}?token={token}") as ws:
-            welcome = await ws.receive_json(timeout=5)
-            assert welcome["type"] == "welcome"
-            await ws.send_str('{"id": 1, "type": "user.profile", "data": {}}')
-            reply = await ws.receive_json(timeout=5)
-            assert (reply["id"], reply["code"]) == (1, 0)
+    slow = await StalledClient.connect(f"{harness.ws_url}?token={harness.token('flooder')}")
+    try:
+        join = {"id": 0, "type": "room.join", "data": {"live_id": live_id}}
+        await slow.send_text(orjson.dumps(join).decode())
+        await anchor.next_event("member.joined")
+        # ~1.8 MB of pipelined requests whose ~1 KB replies it does not read: well past the
+        # 1 MiB bound, and still sending when the server decides to close.
+        request = orjson.dumps({"id": 1, "type": "room.info", "data": {"live_id": live_id}})
+        for _ in range(20_000):
+            slow.protocol.send_text(request)
+        for data in slow.protocol.data_to_send():
+            slow.writer.write(data)
+        left = await anchor.next_event("member.left")
+        assert left["data"] == {"user_id": "flooder", "reason": "leave"}
+        # Reading at last, the client finds every reply the server had queued, then 4009.
+        assert await slow.read_until_close() == 4009
+    finally:
+        slow.abort()

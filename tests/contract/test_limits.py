@@ -147,6 +147,7 @@ async def test_search_replies_stay_small_however_the_anchor_bloats(harness: Harn
     assert len(raw) < 256 * 1024  # was 19.5 MiB with unbounded profiles
 
 
+@pytest.mark.both_backends
 async def test_open_rooms_are_counted_per_anchor_until_they_end(harness: Harness) -> None:
     h = harness
     rooms = [
@@ -165,6 +166,7 @@ async def test_open_rooms_are_counted_per_anchor_until_they_end(harness: Harness
 # --- 3. looking up a room that does not exist leaves nothing behind -------------------------------
 
 
+@pytest.mark.both_backends
 async def test_joining_rooms_that_do_not_exist_leaves_no_memory_behind(
     harness: Harness, connect: Connect
 ) -> None:

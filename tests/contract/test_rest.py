@@ -169,6 +169,7 @@ async def test_404_before_403_before_601(harness: Harness) -> None:
 # --- 3.2 objects and reply data -------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_room_object_keys_and_types_on_every_room_reply(harness: Harness) -> None:
     h = harness
     created = await create_room(h, "alice", extends={"age": "18"}, notice="n", cover_url="c")
@@ -270,6 +271,7 @@ async def test_empty_list_paging(harness: Harness) -> None:
     assert data["total_count"] == 0 and data["list"] == [] and data["end_page"] is True
 
 
+@pytest.mark.both_backends
 async def test_search_by_updated_nick_and_created_rooms_newest_first(harness: Harness) -> None:
     h = harness
     first = (await create_room(h, "u1", title="Alpha"))["live_id"]
@@ -293,6 +295,7 @@ async def test_search_by_updated_nick_and_created_rooms_newest_first(harness: Ha
 # --- 3.2/3.3 presence counters and anchor_status --------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_pv_uv_online_count_and_anchor_status(harness: Harness) -> None:
     h = harness
     created = await create_room(h, "alice")
@@ -327,6 +330,7 @@ async def test_admin_sees_push_url_others_do_not(harness: Harness) -> None:
     assert listed["list"][0]["flv_url"] == f"http://127.0.0.1:8088/live/{live_id}.flv"
 
 
+@pytest.mark.both_backends
 async def test_anchor_absence_counts_from_the_lapse_even_when_it_switches_later(
     harness: Harness,
 ) -> None:
@@ -377,6 +381,7 @@ async def test_relay_token_is_an_rtc_room_token_into_the_other_room(harness: Har
         }
 
 
+@pytest.mark.both_backends
 async def test_relay_object_and_times(harness: Harness) -> None:
     h = harness
     _, _, relay_id = await start_relay(h, "alice", "bob")
@@ -401,6 +406,7 @@ async def test_relay_object_and_times(harness: Harness) -> None:
     assert pending == {"list": []}
 
 
+@pytest.mark.both_backends
 async def test_pk_id_only_while_established(harness: Harness) -> None:
     h = harness
     room_a, room_b, relay_id = await start_relay(h, "alice", "bob")

@@ -103,6 +103,7 @@ async def test_app_level_ping_with_an_id_still_gets_a_pong(harness: Harness) -> 
 # --- 4.3 room events ------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_room_events_payloads_and_consecutive_seq(harness: Harness, connect: Connect) -> None:
     h = harness
     created = await create_room(h, "alice")
@@ -142,6 +143,7 @@ async def test_room_events_payloads_and_consecutive_seq(harness: Harness, connec
     assert events[8]["data"] == {"reason": "anchor"}
 
 
+@pytest.mark.both_backends
 async def test_chat_message_payload(harness: Harness, connect: Connect) -> None:
     h = harness
     alice = await connect(h, "alice")
@@ -159,6 +161,7 @@ async def test_chat_message_payload(harness: Harness, connect: Connect) -> None:
     }
 
 
+@pytest.mark.both_backends
 async def test_switch_and_timeout_reasons(harness: Harness, connect: Connect) -> None:
     h = harness
     alice = await connect(h, "alice")
@@ -176,6 +179,7 @@ async def test_switch_and_timeout_reasons(harness: Harness, connect: Connect) ->
     ]
 
 
+@pytest.mark.both_backends
 async def test_switching_away_from_a_lapsed_membership_is_a_timeout(
     harness: Harness, connect: Connect
 ) -> None:
@@ -193,6 +197,7 @@ async def test_switching_away_from_a_lapsed_membership_is_a_timeout(
     assert left["data"] == {"user_id": "bob", "reason": "timeout"}
 
 
+@pytest.mark.both_backends
 async def test_a_heartbeat_over_the_socket_does_not_set_the_rest_timestamp(
     harness: Harness, connect: Connect
 ) -> None:
@@ -208,6 +213,7 @@ async def test_a_heartbeat_over_the_socket_does_not_set_the_rest_timestamp(
     assert left["data"] == {"user_id": "viewer", "reason": "leave"}
 
 
+@pytest.mark.both_backends
 async def test_room_deleted_and_then_no_member_left(harness: Harness, connect: Connect) -> None:
     h = harness
     live_id = await live_room(h, "alice")
@@ -231,6 +237,7 @@ async def test_room_deleted_and_then_no_member_left(harness: Harness, connect: C
     assert_error(await h.call("POST", f"/client/live/room/user/{live_id}", "vic"), 404)
 
 
+@pytest.mark.both_backends
 async def test_an_admin_starting_a_room_over_the_socket_receives_its_events(
     harness: Harness, connect: Connect
 ) -> None:
@@ -250,6 +257,7 @@ async def test_an_admin_starting_a_room_over_the_socket_receives_its_events(
 # --- 4.3 relay events -----------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_relay_events_are_user_directed_and_private_until_status_1(
     harness: Harness, connect: Connect
 ) -> None:
@@ -280,6 +288,7 @@ async def test_relay_events_are_user_directed_and_private_until_status_1(
     assert names(await quiet_events(viewer)) == []
 
 
+@pytest.mark.both_backends
 async def test_pending_invitation_canceled_when_a_room_ends(
     harness: Harness, connect: Connect
 ) -> None:
@@ -300,6 +309,7 @@ async def test_pending_invitation_canceled_when_a_room_ends(
     assert "pk.state" not in names(await quiet_events(bob))
 
 
+@pytest.mark.both_backends
 async def test_pk_state_to_both_rooms_once_established(harness: Harness, connect: Connect) -> None:
     h = harness
     alice, bob = await connect(h, "alice"), await connect(h, "bob")
@@ -332,6 +342,7 @@ async def test_pk_state_to_both_rooms_once_established(harness: Harness, connect
 # --- 4.5 resume -----------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_resume_rules(harness: Harness, connect: Connect) -> None:
     h = harness
     alice = await connect(h, "alice")

@@ -20,6 +20,9 @@ from tests.rest_helpers import (
     user_ids_in,
 )
 
+# Presence, its expiry and its counters are the store's: every test here runs on both backends.
+pytestmark = pytest.mark.both_backends
+
 TIMEOUT = 5.0 * 3  # default heartbeat_interval * missed_heartbeats
 CLOSE = 600.0  # default anchor_offline_close
 

@@ -78,6 +78,7 @@ def decode_rtc_token(token: str, now: float) -> dict[str, Any]:
 # --- start and the invitation ---------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_start_in_invite_mode_waits_for_the_receiver(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     reply = await start(h, room_a, room_b)
@@ -101,6 +102,7 @@ async def test_start_in_invite_mode_waits_for_the_receiver(h: Harness) -> None:
     assert (await info(h, room_a))["pk_id"] == "" and (await info(h, room_b))["pk_id"] == ""
 
 
+@pytest.mark.both_backends
 async def test_pending_lists_invitations_for_the_receiver_only(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     relay_id = (await start(h, room_a, room_b))["relay_id"]
@@ -113,6 +115,7 @@ async def test_pending_lists_invitations_for_the_receiver_only(h: Harness) -> No
     assert assert_ok(await h.call("GET", "/client/relay/pending", "bob")) == {"list": []}
 
 
+@pytest.mark.both_backends
 async def test_accept_establishes_the_relay(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     relay_id = (await start(h, room_a, room_b))["relay_id"]
@@ -132,6 +135,7 @@ async def test_accept_establishes_the_relay(h: Harness) -> None:
     assert (await info(h, room_b))["pk_id"] == relay_id
 
 
+@pytest.mark.both_backends
 async def test_reject_ends_the_invitation_with_status_5(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     relay_id = (await start(h, room_a, room_b))["relay_id"]
@@ -161,6 +165,7 @@ async def test_reject_reason_must_be_text(h: Harness) -> None:
     assert (await relay(h, relay_id))["status"] == 0
 
 
+@pytest.mark.both_backends
 async def test_cancel_by_the_initiator(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     relay_id = (await start(h, room_a, room_b))["relay_id"]
@@ -203,6 +208,7 @@ async def test_answering_is_only_from_status_0(h: Harness, action: str, party: s
     assert (await relay(h, relay_id))["status"] == 1
 
 
+@pytest.mark.both_backends
 async def test_invitation_times_out(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     relay_id = (await start(h, room_a, room_b))["relay_id"]
@@ -233,6 +239,7 @@ async def test_invite_timeout_follows_the_settings(make_harness: HarnessFactory)
     assert (await relay(h, relay_id))["reason"] == "timeout"
 
 
+@pytest.mark.both_backends
 async def test_an_accepted_invitation_does_not_time_out(h: Harness) -> None:
     _, _, relay_id = await established(h)
     h.advance(300)
@@ -243,6 +250,7 @@ async def test_an_accepted_invitation_does_not_time_out(h: Harness) -> None:
 # --- auto accept -------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_auto_mode_starts_at_status_1(auto_h: Harness) -> None:
     room_a, room_b = await two_rooms(auto_h)
     reply = await start(auto_h, room_a, room_b)
@@ -339,6 +347,7 @@ async def test_same_anchor_on_both_sides_is_601(h: Harness) -> None:
     assert_error(await h.call("POST", "/client/relay/start", "alice", json=body), 409, 601)
 
 
+@pytest.mark.both_backends
 async def test_a_room_with_an_active_relay_is_busy(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     room_c = await live_room(h, "carol")
@@ -386,6 +395,7 @@ async def test_token_rules(h: Harness) -> None:
     assert_error(await h.call("GET", "/client/relay/relay_nope/token", "alice"), 404)
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize(
     "reports",
     [
@@ -411,6 +421,7 @@ async def test_started_rules(h: Harness) -> None:
     assert_error(await h.call("POST", "/client/relay/relay_nope/started", "alice"), 404)
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize("status_before", [1, 2, 3, 4])
 @pytest.mark.parametrize("stopper", ["alice", "bob"])
 async def test_stop_from_any_established_status(
@@ -444,6 +455,7 @@ async def test_stop_rules(h: Harness) -> None:
     assert_error(await h.call("POST", "/client/relay/relay_nope/stop", "alice"), 404)
 
 
+@pytest.mark.both_backends
 async def test_extends_merge_for_either_anchor(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     relay_id = (await start(h, room_a, room_b))["relay_id"]
@@ -507,6 +519,7 @@ async def test_changes_of_an_unknown_relay_are_404(h: Harness, action: str) -> N
 # --- rooms ending end their relays ---------------------------------------------------------
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize("how", ["stop-post", "stop-delete", "delete"])
 @pytest.mark.parametrize("which", ["init", "recv"])
 @pytest.mark.parametrize("accepted", [False, True], ids=["invited", "established"])
@@ -540,6 +553,7 @@ async def test_ending_a_room_ends_its_relay(
     assert_ok(await h.call("POST", "/client/relay/start", "carol", json=body))
 
 
+@pytest.mark.both_backends
 async def test_anchor_timeout_ends_the_relay(h: Harness) -> None:
     room_a, room_b, relay_id = await established(h)
     for _ in range(0, 615, 5):

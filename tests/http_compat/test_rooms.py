@@ -44,6 +44,7 @@ def ids(page: dict[str, Any]) -> list[str]:
 # --- create --------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_create_returns_the_documented_room_object(harness: Harness) -> None:
     room = await create_room(
         harness,
@@ -77,6 +78,7 @@ async def test_create_returns_the_documented_room_object(harness: Harness) -> No
     assert isinstance(room["chat_id"], int)
 
 
+@pytest.mark.both_backends
 async def test_chat_id_differs_per_room(harness: Harness) -> None:
     chat_ids = {(await create_room(harness, f"anchor{i}"))["chat_id"] for i in range(5)}
     assert len(chat_ids) == 5
@@ -150,6 +152,7 @@ async def test_bad_time_is_400(harness: Harness, field: str, value: Any) -> None
 # --- start / stop / delete -----------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_start_makes_the_room_live_and_the_anchor_present(harness: Harness) -> None:
     room = await create_room(harness, "alice", start_at="2021-12-02 11:11:11")
     live_id = room["live_id"]
@@ -164,6 +167,7 @@ async def test_start_makes_the_room_live_and_the_anchor_present(harness: Harness
     assert await info(harness, live_id) == {**started, "push_url": ""}
 
 
+@pytest.mark.both_backends
 async def test_end_time_is_the_schedule_until_the_room_actually_ends(harness: Harness) -> None:
     live_id = await live_room(harness, "alice", end_at="2031-01-01 08:00:00")
     assert (await info(harness, live_id))["end_time"] == unix_cst("2031-01-01 08:00:00")
@@ -172,6 +176,7 @@ async def test_end_time_is_the_schedule_until_the_room_actually_ends(harness: Ha
     assert (await info(harness, live_id))["end_time"] == int(harness.clock.now())
 
 
+@pytest.mark.both_backends
 async def test_start_is_idempotent(harness: Harness) -> None:
     live_id = await live_room(harness, "alice")
     first = await info(harness, live_id)
@@ -192,6 +197,7 @@ async def test_start_unknown_room_is_404(harness: Harness) -> None:
     assert_error(await harness.call("PUT", "/client/live/room/live_nope", "alice"), 404)
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize("method", ["POST", "DELETE"])
 async def test_stop_ends_the_room(harness: Harness, method: str) -> None:
     """POST is the documented stop; DELETE is what the original SDKs send."""
@@ -222,6 +228,7 @@ async def test_stop_of_a_room_not_yet_live_is_601(harness: Harness) -> None:
         assert_error(reply, 409, 601)
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize("live", [False, True], ids=["created", "live"])
 async def test_delete_makes_the_room_not_found(harness: Harness, live: bool) -> None:
     live_id = (
@@ -249,6 +256,7 @@ async def test_delete_by_someone_else_is_403(harness: Harness) -> None:
     assert (await info(harness, live_id))["live_status"] == 1
 
 
+@pytest.mark.both_backends
 async def test_an_ended_room_can_be_deleted(harness: Harness) -> None:
     live_id = await live_room(harness, "alice")
     assert_ok(await harness.call("POST", f"/client/live/room/{live_id}", "alice"))
@@ -263,6 +271,7 @@ async def test_info_of_unknown_room_is_404(harness: Harness) -> None:
 # --- admin, push_url and play URLs ----------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_admin_may_act_as_the_anchor(harness: Harness) -> None:
     admin = harness.token("moderator", role="admin")
     live_id = (await create_room(harness, "alice"))["live_id"]
@@ -304,6 +313,7 @@ async def test_push_url_only_for_the_anchor_play_urls_for_all(harness: Harness) 
         assert own["push_url"] == as_anchor["push_url"]
 
 
+@pytest.mark.both_backends
 async def test_anchor_info_is_the_anchors_current_profile(harness: Harness) -> None:
     live_id = await live_room(harness, "alice")
     assert_ok(
@@ -374,6 +384,7 @@ async def test_push_url_security_expiry_sk(make_harness: HarnessFactory) -> None
     assert url == f"rtmp://push.example.com:1935/myapp/{live_id}?e={e}&token={RTC_AK}:{sign}"
 
 
+@pytest.mark.both_backends
 async def test_push_url_expiry_follows_a_future_publish_expire_at(
     make_harness: HarnessFactory,
 ) -> None:
@@ -397,6 +408,7 @@ async def test_push_url_expiry_ignores_a_past_publish_expire_at(
 # --- extends -------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_extends_update_merges(harness: Harness) -> None:
     live_id = (await create_room(harness, "alice", extends={"a": "1", "b": "2"}))["live_id"]
     reply = await harness.call(
@@ -445,6 +457,7 @@ async def test_extends_update_of_unknown_room_is_404(harness: Harness) -> None:
 # --- list ----------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_list_shows_live_rooms_newest_start_first(harness: Harness) -> None:
     a = (await create_room(harness, "a"))["live_id"]
     b = (await create_room(harness, "b"))["live_id"]
@@ -533,6 +546,7 @@ async def test_bad_paging_is_400(harness: Harness, path: str, params: dict[str, 
 # --- search --------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_search_orders_live_then_created_and_skips_ended(harness: Harness) -> None:
     created_old = (await create_room(harness, "u1", title="Cooking"))["live_id"]
     live_early = await live_room(harness, "u2", title="Cooking live")
@@ -550,6 +564,7 @@ async def test_search_orders_live_then_created_and_skips_ended(harness: Harness)
     assert ids(same) == ids(page)
 
 
+@pytest.mark.both_backends
 async def test_search_matches_title_id_anchor_and_nick_case_insensitively(
     harness: Harness,
 ) -> None:

@@ -79,6 +79,7 @@ def described(reply: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(reply["publishList"], key=lambda r: r["uri"])
 
 
+@pytest.mark.both_backends
 async def test_exchange_publish_and_exit_are_announced_in_the_room(
     make_harness: HarnessFactory, connect: Connect
 ) -> None:
@@ -146,6 +147,7 @@ async def test_wechat_exchange_and_exit_are_announced(
     assert unpublished["data"]["user_id"] == "wx"
 
 
+@pytest.mark.both_backends
 async def test_media_of_a_gateway_room_that_is_no_live_room_is_not_announced(
     make_harness: HarnessFactory, connect: Connect
 ) -> None:
@@ -217,7 +219,6 @@ def client(rtmp_room: Room) -> Any:
 
 
 @needs_rtmp
-@pytest.mark.parametrize("backend", ["memory"])  # the store's part is covered above
 async def test_an_rtmp_source_that_stops_is_unpublished_and_announced_again_when_back(
     rtmp_room: Room, nginx: Nginx, processes: Any
 ) -> None:

@@ -1,7 +1,8 @@
 """The Store + Broker contract (store/base.py, broker/base.py), held by every backend.
 
-Written against the interfaces only; the `engine` fixture is parametrized over the backends,
-so the embedded memory store and the Redis store answer to the same rules.
+Written against the interfaces only; the `engine` fixture follows the test's backend, and every
+test is marked both_backends, so the embedded memory store and the Redis store answer to the same
+rules.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ from livesignal.signal.model.events import RoomEvent, UserEvent
 from livesignal.signal.model.records import Member, Relay, RelayStatus, Room, RoomStatus, User
 from tests.engines import Engine, memory_engine, redis_engine
 
+# The contract every backend holds: each test runs against the memory and the Redis engine.
+pytestmark = pytest.mark.both_backends
 
-@pytest.fixture(params=["memory", "redis"])
-async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
-    if request.param == "memory":
+
+@pytest.fixture
+async def engine(request: pytest.FixtureRequest, backend: str) -> AsyncIterator[Engine]:
+    """The store and broker of the test's backend (tests/conftest.py parametrizes it)."""
+    if backend == "memory":
         yield memory_engine()
         return
     engine = await redis_engine(request.getfixturevalue("redis_url"))

@@ -14,6 +14,7 @@ from tests.conftest import Connect, Harness, HarnessFactory, live_room
 from tests.rawws import StalledClient
 
 
+@pytest.mark.both_backends
 async def test_welcome_then_pending_invitations(harness: Harness, connect: Connect) -> None:
     alice = await connect(harness, "alice")
     bob_first = await connect(harness, "bob")
@@ -136,6 +137,7 @@ async def test_errors_use_the_rest_codes(harness: Harness, connect: Connect) -> 
     assert bad.value.code == 400
 
 
+@pytest.mark.both_backends
 async def test_join_reply_carries_seq_and_events_follow_in_order(
     harness: Harness, connect: Connect
 ) -> None:
@@ -158,6 +160,7 @@ async def test_join_reply_carries_seq_and_events_follow_in_order(
     assert isinstance(chat["data"]["ts"], int)
 
 
+@pytest.mark.both_backends
 async def test_chat_needs_presence_and_bounded_text(harness: Harness, connect: Connect) -> None:
     anchor = await connect(harness, "anchor")
     live_id = await live_room(anchor)
@@ -170,6 +173,7 @@ async def test_chat_needs_presence_and_bounded_text(harness: Harness, connect: C
     assert too_long.value.code == 400
 
 
+@pytest.mark.both_backends
 async def test_switching_rooms_detaches_every_socket_of_the_user(
     harness: Harness, connect: Connect
 ) -> None:
@@ -190,6 +194,7 @@ async def test_switching_rooms_detaches_every_socket_of_the_user(
     assert info["online_count"] == 1
 
 
+@pytest.mark.both_backends
 async def test_closing_the_last_socket_leaves_the_room(harness: Harness, connect: Connect) -> None:
     anchor = await connect(harness, "anchor")
     live_id = await live_room(anchor)
@@ -206,6 +211,7 @@ async def test_closing_the_last_socket_leaves_the_room(harness: Harness, connect
     assert left["data"] == {"user_id": "viewer", "reason": "leave"}
 
 
+@pytest.mark.both_backends
 async def test_silent_client_is_closed_4008_and_leaves_with_timeout(
     harness: Harness, connect: Connect
 ) -> None:
@@ -244,6 +250,7 @@ async def test_silent_client_is_closed_4008_and_leaves_with_timeout(
     assert info["online_count"] == 1 and info["anchor_status"] == 1
 
 
+@pytest.mark.both_backends
 async def test_resume_replays_exactly_the_missed_events(harness: Harness, connect: Connect) -> None:
     anchor = await connect(harness, "anchor")
     live_id = await live_room(anchor)
@@ -272,6 +279,7 @@ async def test_resume_replays_exactly_the_missed_events(harness: Harness, connec
     assert (after["seq"], after["data"]["text"]) == (resumed["seq"] + 1, "after")
 
 
+@pytest.mark.both_backends
 async def test_resume_past_the_history_is_not_recovered(harness: Harness, connect: Connect) -> None:
     anchor = await connect(harness, "anchor")
     live_id = await live_room(anchor)
@@ -349,7 +357,7 @@ async def test_expired_token_closes_4001_unless_refreshed(harness: Harness) -> N
 async def test_pipelining_slow_consumer_gets_its_4009_not_a_reset(
     make_harness: HarnessFactory, connect: Connect
 ) -> None:
-    harness = await make_harness(backend="memory")
+    harness = await make_harness()
     anchor = await connect(harness, "anchor")
     live_id = await live_room(anchor)
     slow = await StalledClient.connect(f"{harness.ws_url}?token={harness.token('flooder')}")

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.conftest import Connect, Harness, HarnessFactory, live_room
 
 
+@pytest.mark.both_backends
 async def test_coalesced_writes_keep_every_frame_in_order(
     make_harness: HarnessFactory, connect: Connect
 ) -> None:
@@ -74,6 +77,7 @@ async def test_room_events_wait_no_longer_than_the_flush_interval(
     assert 0.35 <= second_after < 1.5  # coalescing for the rest of the interval, not past it
 
 
+@pytest.mark.both_backends
 async def test_pk_state_reaches_every_member_of_both_rooms_in_seq_order(
     harness: Harness, connect: Connect
 ) -> None:

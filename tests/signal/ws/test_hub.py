@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from livesignal.client import SignalClient
 from tests.conftest import Connect, Harness, live_room
+
+# User-directed events travel through the broker (Redis pub/sub): both backends.
+pytestmark = pytest.mark.both_backends
 
 
 async def pk_states(client: SignalClient, count: int) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
-"""PROTOCOL §2, black box: GET /server/auth/token signed with Qiniu MAC, the credentials it
-mints, and the user object.
+"""PROTOCOL §2, black box: client tokens, GET /server/auth/token signed with Qiniu MAC and the
+credentials it mints, and the user object.
 
 Signatures are computed here by hand (hmac/hashlib/base64) from the §2 formula.
 """
@@ -11,16 +11,100 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator
 
+import aiohttp
 import jwt
 import orjson
 import pytest
 
+from livesignal.client import SignalClient
 from tests.conftest import JWT_SECRET, Harness, HarnessFactory
 from tests.contract.helpers import check_user
 from tests.rest_helpers import assert_error, assert_ok
 
 AK, SK = "server-ak", "server-sk"
 HOST = "api.example.com"
+
+
+def unsigned_token(claims: dict[str, object]) -> str:
+    """A JWT with "alg": "none" and no signature: must never be accepted."""
+
+    def part(value: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(value)).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+# --- client tokens (Authorization on REST; /ws is tests/signal/ws/test_connection.py) -------------
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "not-a-jwt",
+        "Bearer ",
+        jwt.encode({"UserId": "alice", "exp": 4_000_000_000}, "another-secret-" * 3, "HS256"),
+        jwt.encode({"AppId": "x", "exp": 4_000_000_000}, JWT_SECRET, "HS256"),
+        unsigned_token({"UserId": "alice", "exp": 4_000_000_000}),
+    ],
+    ids=["garbage", "empty-bearer", "wrong-secret", "no-user-id", "alg-none"],
+)
+async def test_invalid_token_is_401(harness: Harness, token: str) -> None:
+    reply = await harness.call("GET", "/client/user/profile", token=token)
+    assert_error(reply, 401, 401)
+
+
+async def test_expired_token_is_http_401_code_499(harness: Harness) -> None:
+    token = harness.token("alice", ttl=60)
+    assert_ok(await harness.call("GET", "/client/user/profile", token=token))
+    harness.advance(61)
+    reply = await harness.call("GET", "/client/user/profile", token=token)
+    assert_error(reply, 401, 499)
+
+
+async def test_token_accepted_with_and_without_bearer(harness: Harness) -> None:
+    token = harness.token("alice")
+    for header in (token, f"Bearer {token}", f"bearer {token}"):
+        reply = await harness.call("GET", "/client/user/profile", token=header)
+        assert assert_ok(reply)["user_id"] == "alice"
+
+
+async def test_original_server_claim_names_are_accepted(harness: Harness) -> None:
+    """A token made by the original server (its claim names, our secret) keeps working."""
+    exp = int(harness.clock.now()) + 3600
+    claims = {"UserId": "legacy", "AppId": "app1", "DeviceId": "dev1", "Role": "", "exp": exp}
+    token = jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+    assert (
+        assert_ok(await harness.call("GET", "/client/user/profile", token=token))["user_id"]
+        == "legacy"
+    )
+
+
+async def test_harness_token_carries_the_documented_claims(harness: Harness) -> None:
+    token = harness.token("alice", role="admin", ttl=100)
+    claims = jwt.decode(token, JWT_SECRET, algorithms=["HS256"], options={"verify_exp": False})
+    assert claims["UserId"] == "alice"
+    assert claims["Role"] == "admin"
+    assert claims["exp"] == int(harness.clock.now()) + 100
+    assert {"AppId", "DeviceId"} <= set(claims)
+
+
+async def test_a_token_without_exp_is_refused(harness: Harness) -> None:
+    eternal = jwt.encode({"UserId": "alice", "Role": ""}, JWT_SECRET, algorithm="HS256")
+    reply = await harness.call("GET", "/client/user/profile", token=eternal)
+    assert_error(reply, 401, 401)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await harness.session.ws_connect(f"{harness.ws_url}?token={eternal}")
+    assert refused.value.status == 401
+    with pytest.raises(Exception):  # noqa: B017 - the client's own error for a refused upgrade
+        await SignalClient.connect(harness.ws_url, eternal)
+
+
+async def test_a_token_whose_exp_is_no_unix_time_is_refused(harness: Harness) -> None:
+    huge = jwt.encode({"UserId": "alice", "exp": 10**30}, JWT_SECRET, algorithm="HS256")
+    assert_error(await harness.call("GET", "/client/user/profile", token=huge), 401, 401)
+
+
+# --- GET /server/auth/token, signed with Qiniu MAC ------------------------------------------------
 
 
 @pytest.fixture
@@ -202,9 +286,6 @@ async def test_server_token_reply_echoes_x_reqid(h: Harness) -> None:
     )
     assert_ok(reply)
     assert (reply.body["request_id"], reply.headers["X-Reqid"]) == ("srv-1", "srv-1")
-
-
-# --- RTC room tokens: what the media gateway will accept ------------------------------------------
 
 
 @pytest.mark.parametrize("size", [1, 60_000])

@@ -68,7 +68,9 @@ def decode_rtc_token(token: str, now: float) -> dict[str, Any]:
     access_key, sign, enc = token.split(":")
     assert access_key == RTC["access_key"]
     assert sign == hmac_sha1_b64(str(RTC["secret_key"]), enc)
+    assert len(enc) % 4 == 0  # URL-safe base64 WITH padding
     payload: dict[str, Any] = json.loads(base64.urlsafe_b64decode(enc))
+    assert set(payload) == {"appId", "roomName", "userId", "expireAt", "permission"}
     assert payload["appId"] == RTC["app_id"]
     assert payload["permission"] == "user"
     assert payload["expireAt"] == int(now) + int(RTC["token_ttl"])  # type: ignore[call-overload]
@@ -155,14 +157,6 @@ async def test_reject_without_a_body(h: Harness) -> None:
     relay_id = (await start(h, room_a, room_b))["relay_id"]
     assert_ok(await h.call("POST", f"/client/relay/{relay_id}/reject", "bob"))
     assert (await relay(h, relay_id))["status"] == 5
-
-
-async def test_reject_reason_must_be_text(h: Harness) -> None:
-    room_a, room_b = await two_rooms(h)
-    relay_id = (await start(h, room_a, room_b))["relay_id"]
-    reply = await h.call("POST", f"/client/relay/{relay_id}/reject", "bob", json={"reason": 5})
-    assert_error(reply, 400)
-    assert (await relay(h, relay_id))["status"] == 0
 
 
 @pytest.mark.both_backends
@@ -274,24 +268,6 @@ async def test_auto_mode_starts_at_status_1(auto_h: Harness) -> None:
 # --- start errors --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("missing", ["init_room_id", "recv_room_id", "recv_user_id"])
-async def test_start_with_a_missing_field_is_400(h: Harness, missing: str) -> None:
-    room_a, room_b = await two_rooms(h)
-    body = {"init_room_id": room_a, "recv_room_id": room_b, "recv_user_id": "bob"}
-    del body[missing]
-    assert_error(await h.call("POST", "/client/relay/start", "alice", json=body), 400)
-
-
-async def test_start_with_an_ill_typed_field_or_bad_json_is_400(h: Harness) -> None:
-    room_a, room_b = await two_rooms(h)
-    body = {"init_room_id": room_a, "recv_room_id": room_b, "recv_user_id": 7}
-    assert_error(await h.call("POST", "/client/relay/start", "alice", json=body), 400)
-    reply = await h.call(
-        "POST", "/client/relay/start", "alice", data=b"{", headers={"Content-Type": "x/y"}
-    )
-    assert_error(reply, 400)
-
-
 async def test_start_with_an_unknown_room_is_404(h: Harness) -> None:
     room_a, _ = await two_rooms(h)
     body = {"init_room_id": room_a, "recv_room_id": "live_nope", "recv_user_id": "bob"}
@@ -308,14 +284,6 @@ async def test_start_by_someone_not_anchoring_the_init_room_is_403(h: Harness) -
     body = {"init_room_id": room_a, "recv_room_id": room_b, "recv_user_id": "bob"}
     assert_error(await h.call("POST", "/client/relay/start", "mallory", json=body), 403)
     assert_error(await h.call("POST", "/client/relay/start", "bob", json=body), 403)
-
-
-async def test_start_403_comes_before_601(h: Harness) -> None:
-    room_a = await live_room(h, "alice")
-    created_b = (await create_room(h, "bob"))["live_id"]
-    body = {"init_room_id": room_a, "recv_room_id": created_b, "recv_user_id": "bob"}
-    assert_error(await h.call("POST", "/client/relay/start", "mallory", json=body), 403)
-    assert_error(await h.call("POST", "/client/relay/start", "alice", json=body), 409, 601)
 
 
 async def test_start_state_errors_are_601(h: Harness) -> None:
@@ -478,11 +446,6 @@ async def test_extends_rules(h: Harness) -> None:
     assert (await relay(h, relay_id))["extends"] == {}
 
 
-async def test_get_unknown_relay_is_404_and_needs_a_token(h: Harness) -> None:
-    assert_error(await h.call("GET", "/client/relay/relay_nope", "carol"), 404)
-    assert_error(await h.call("GET", "/client/relay/relay_nope"), 401)
-
-
 @pytest.mark.parametrize("ending", ["reject", "cancel", "stop"])
 async def test_final_statuses_refuse_every_change(h: Harness, ending: str) -> None:
     room_a, room_b = await two_rooms(h)
@@ -507,13 +470,6 @@ async def test_final_statuses_refuse_every_change(h: Harness, ending: str) -> No
     # 403 before 601: an outsider is refused for who they are.
     assert_error(await h.call("POST", f"/client/relay/{relay_id}/stop", "carol"), 403)
     assert await relay(h, relay_id) == final
-
-
-@pytest.mark.parametrize("action", ["accept", "reject", "cancel", "started", "stop", "extends"])
-async def test_changes_of_an_unknown_relay_are_404(h: Harness, action: str) -> None:
-    body = {"extends": {"a": "b"}} if action == "extends" else None
-    reply = await h.call("POST", f"/client/relay/relay_nope/{action}", "mallory", json=body)
-    assert_error(reply, 404)
 
 
 # --- rooms ending end their relays ---------------------------------------------------------

@@ -95,15 +95,6 @@ async def test_title_of_1_to_200_characters_is_accepted(harness: Harness, title:
     assert room["title"] == title
 
 
-@pytest.mark.parametrize(
-    "body",
-    [{}, {"title": ""}, {"title": "t" * 201}, {"title": None}, {"title": 42}],
-    ids=["missing", "empty", "201", "null", "number"],
-)
-async def test_bad_title_is_400(harness: Harness, body: dict[str, Any]) -> None:
-    assert_error(await harness.call("POST", CREATE, "alice", json=body), 400)
-
-
 async def test_scheduled_times_in_china_standard_time(harness: Harness) -> None:
     room = await create_room(
         harness, "alice", start_at="2021-12-02 11:11:11", end_at="2021-12-02 13:00:00"
@@ -116,37 +107,6 @@ async def test_scheduled_times_in_china_standard_time(harness: Harness) -> None:
 async def test_scheduled_times_as_unix_seconds(harness: Harness) -> None:
     room = await create_room(harness, "alice", start_at=1656315406, end_at=1656319006)
     assert (room["start_time"], room["end_time"]) == (1656315406, 1656319006)
-
-
-@pytest.mark.parametrize("field", ["start_at", "end_at", "publish_expire_at"], ids=lambda f: f)
-@pytest.mark.parametrize(
-    "value",
-    [
-        "2021-12-02T11:11:11",
-        "2021/12/02 11:11:11",
-        "2021-13-02 11:11:11",
-        "soon",
-        1.5,
-        True,
-        "1656315406",
-        -5,
-        [1],
-    ],
-    ids=[
-        "iso-T",
-        "slashes",
-        "month-13",
-        "word",
-        "float",
-        "bool",
-        "digit-string",
-        "negative",
-        "list",
-    ],
-)
-async def test_bad_time_is_400(harness: Harness, field: str, value: Any) -> None:
-    reply = await harness.call("POST", CREATE, "alice", json={"title": "t", field: value})
-    assert_error(reply, 400)
 
 
 # --- start / stop / delete -----------------------------------------------------------------
@@ -191,10 +151,6 @@ async def test_start_by_someone_else_is_403(harness: Harness) -> None:
     live_id = (await create_room(harness, "alice"))["live_id"]
     assert_error(await harness.call("PUT", f"/client/live/room/{live_id}", "bob"), 403)
     assert (await info(harness, live_id))["live_status"] == 0
-
-
-async def test_start_unknown_room_is_404(harness: Harness) -> None:
-    assert_error(await harness.call("PUT", "/client/live/room/live_nope", "alice"), 404)
 
 
 @pytest.mark.both_backends
@@ -262,10 +218,6 @@ async def test_an_ended_room_can_be_deleted(harness: Harness) -> None:
     assert_ok(await harness.call("POST", f"/client/live/room/{live_id}", "alice"))
     assert_ok(await harness.call("DELETE", f"/client/live/room/instance/{live_id}", "alice"))
     assert_error(await harness.call("GET", f"/client/live/room/info/{live_id}", "alice"), 404)
-
-
-async def test_info_of_unknown_room_is_404(harness: Harness) -> None:
-    assert_error(await harness.call("GET", "/client/live/room/info/live_nope", "alice"), 404)
 
 
 # --- admin, push_url and play URLs ----------------------------------------------------------
@@ -433,27 +385,6 @@ async def test_extends_update_by_someone_else_is_403(harness: Harness) -> None:
     assert (await info(harness, live_id))["extends"] == {"a": "1"}
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"extends": {"a": "1"}},
-        {"live_id": "x"},
-        {"live_id": "x", "extends": {"a": 1}},
-        {"live_id": "x", "extends": ["a"]},
-    ],
-    ids=["no-live-id", "no-extends", "non-string-value", "not-an-object"],
-)
-async def test_extends_update_bad_body_is_400(harness: Harness, body: dict[str, Any]) -> None:
-    assert_error(await harness.call("PUT", "/client/live/room/extends", "alice", json=body), 400)
-
-
-async def test_extends_update_of_unknown_room_is_404(harness: Harness) -> None:
-    reply = await harness.call(
-        "PUT", "/client/live/room/extends", "alice", json={"live_id": "nope", "extends": {}}
-    )
-    assert_error(reply, 404)
-
-
 # --- list ----------------------------------------------------------------------------------
 
 
@@ -507,42 +438,6 @@ async def test_page_size_over_100_is_taken_as_100(harness: Harness) -> None:
     assert len(default["list"]) == 100
 
 
-@pytest.mark.parametrize("path", ["/client/live/room/list", "/client/live/room"])
-@pytest.mark.parametrize(
-    "params",
-    [
-        {"page_num": "0"},
-        {"page_num": "-1"},
-        {"page_num": "abc"},
-        {"page_num": "1.5"},
-        {"page_size": "0"},
-        {"page_size": "-20"},
-        {"page_size": "ten"},
-        {"page_size": "2e1"},
-        {"page_num": "²"},
-        {"page_num": "--5"},
-        {"page_size": "٣"},
-        {"page_num": "9" * 5000},
-    ],
-    ids=[
-        "num-0",
-        "num-neg",
-        "num-word",
-        "num-float",
-        "size-0",
-        "size-neg",
-        "size-word",
-        "size-exp",
-        "num-superscript",
-        "num-double-minus",
-        "size-arabic-digit",
-        "num-5000-digits",
-    ],
-)
-async def test_bad_paging_is_400(harness: Harness, path: str, params: dict[str, str]) -> None:
-    assert_error(await harness.call("GET", path, "alice", params=params), 400)
-
-
 # --- search --------------------------------------------------------------------------------
 
 
@@ -584,6 +479,7 @@ async def test_search_matches_title_id_anchor_and_nick_case_insensitively(
     assert await search(other.upper()) == {other}
     assert await search(other[-6:]) == {other}
     assert await search("nothing-matches") == set()
+    assert await search("%") == set()  # a literal substring, no wildcard
 
 
 async def test_search_paging(harness: Harness) -> None:

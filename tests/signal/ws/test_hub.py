@@ -88,29 +88,6 @@ async def test_pk_over_rest_reaches_the_receivers_socket(
     assert final["status"] == 6 and final["reason"] == "stopped" and final["stop_at"]
 
 
-async def test_reject_reaches_the_initiator_with_its_message(
-    harness: Harness, connect: Connect
-) -> None:
-    alice, bob = await connect(harness, "alice"), await connect(harness, "bob")
-    room_a, room_b = await live_room(alice), await live_room(bob)
-    started = await alice.request(
-        "relay.start", init_room_id=room_a, recv_room_id=room_b, recv_user_id="bob"
-    )
-    await bob.next_event("relay.invited")
-    await bob.request("relay.reject", relay_id=started["relay_id"], reason="busy tonight")
-    rejected = await alice.next_event("relay.rejected")
-    assert rejected["data"]["message"] == "busy tonight"
-    assert rejected["data"]["relay"]["status"] == 5
-    assert rejected["data"]["relay"]["reason"] == "rejected"
-    # Invitations stay private: no pk.state reached either room.
-    assert not [e for e in alice.pending_events() if e["event"] == "pk.state"]
-    # The rooms are free again.
-    again = await alice.request(
-        "relay.start", init_room_id=room_a, recv_room_id=room_b, recv_user_id="bob"
-    )
-    assert again["relay_status"] == 0
-
-
 async def test_cancel_and_invitation_timeout(harness: Harness, connect: Connect) -> None:
     alice, bob = await connect(harness, "alice"), await connect(harness, "bob")
     room_a, room_b = await live_room(alice), await live_room(bob)

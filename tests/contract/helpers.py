@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from livesignal.client import SignalClient
@@ -80,15 +81,37 @@ def check_paged(data: dict[str, Any]) -> None:
     assert isinstance(data["list"], list)
 
 
-async def quiet_events(client: SignalClient, wait: float = 0.2) -> list[dict[str, Any]]:
-    """Every event received within a short poll (no event is expected to be slower)."""
-    deadline = asyncio.get_running_loop().time() + wait
-    seen: list[dict[str, Any]] = []
-    while asyncio.get_running_loop().time() < deadline:
+Event = dict[str, Any]
+
+# After the events a test waits for, how long any further (unexpected) event is given to show:
+# the events of one step travel together, so a stray one comes with or right after them.
+QUIET = 0.05
+
+
+async def quiet_events(
+    client: SignalClient,
+    until: Callable[[list[Event]], bool] | None = None,
+    *,
+    timeout: float = 5.0,
+) -> list[Event]:
+    """The client's events: as many as it takes for `until(events)` to hold (each waited for,
+    up to `timeout` in all), then every one more that arrives within QUIET."""
+    loop = asyncio.get_running_loop()
+    seen: list[Event] = []
+    async with asyncio.timeout(timeout):
+        while until is not None and not until(seen):
+            seen.append(await client.next_event(timeout=timeout))
+    deadline = loop.time() + QUIET
+    while loop.time() < deadline:
         seen.extend(client.pending_events())
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.01)
     seen.extend(client.pending_events())
     return seen
+
+
+def count(n: int, name: str | None = None) -> Callable[[list[Event]], bool]:
+    """`until` for quiet_events: n events (of that name) have arrived."""
+    return lambda seen: sum(name is None or e["event"] == name for e in seen) >= n
 
 
 def names(events: list[dict[str, Any]]) -> list[str]:

@@ -185,13 +185,14 @@ async def test_joining_rooms_that_do_not_exist_leaves_no_memory_behind(
     tracemalloc.start()
     try:
         before, _ = tracemalloc.get_traced_memory()
-        await probe(range(100, 2100))
+        await probe(range(100, 600))
         gc.collect()
         after, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # Before the fix each probe kept a broker stream: +59 MiB for 2,000 ids.
-    assert after - before < 256 * 1024
+    # Before the fix each probe kept a broker stream: +59 MiB for 2,000 ids, ~30 KB each. What
+    # is allowed now, 128 bytes a probe, is what a lookup may leave in caches meanwhile.
+    assert after - before < 500 * 128
 
 
 # --- 4. sockets per user and per address ----------------------------------------------------------

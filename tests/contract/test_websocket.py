@@ -15,6 +15,7 @@ from tests.contract.helpers import (
     check_relay,
     check_room,
     check_user,
+    count,
     names,
     quiet_events,
 )
@@ -114,7 +115,7 @@ async def test_room_events_payloads_and_consecutive_seq(harness: Harness, connec
     assert_ok(await h.call("DELETE", f"/client/live/room/user/{live_id}", "bob"))
     assert_ok(await h.call("DELETE", f"/client/live/room/user/{live_id}", "alice"))
     assert_ok(await h.call("POST", f"/client/live/room/{live_id}", "alice"))
-    events = await quiet_events(viewer)
+    events = await quiet_events(viewer, count(9))
     assert names(events) == [
         "room.started",
         "member.joined",
@@ -168,7 +169,9 @@ async def test_switch_and_timeout_reasons(harness: Harness, connect: Connect) ->
     await join(h, "dan", room_a)
     await h.pass_time(h.settings.presence.timeout + 1)
     await h.sweep()
-    events = [e for e in await quiet_events(alice) if e["event"] == "member.left"]
+    events = [
+        e for e in await quiet_events(alice, count(2, "member.left")) if e["event"] == "member.left"
+    ]
     assert [e["data"] for e in events] == [
         {"user_id": "bob", "reason": "switched"},
         {"user_id": "dan", "reason": "timeout"},
@@ -219,12 +222,12 @@ async def test_room_deleted_and_then_no_member_left(harness: Harness, connect: C
     watcher = await connect(h, "wat")
     await watcher.request("room.join", live_id=other)
     assert_ok(await h.call("DELETE", f"/client/live/room/instance/{live_id}", "alice"))
-    events = await quiet_events(viewer)
+    events = await quiet_events(viewer, count(2))
     assert names(events) == ["room.stopped", "room.deleted"]
     assert events[1]["data"] == {}
     await viewer.request("room.join", live_id=other)  # no switched departure from a gone room
     await viewer.close()
-    seen = await quiet_events(watcher)
+    seen = await quiet_events(watcher, count(2))
     assert [(e["event"], e["data"].get("reason")) for e in seen] == [
         ("member.joined", None),
         ("member.left", "leave"),
@@ -323,7 +326,9 @@ async def test_pk_state_to_both_rooms_once_established(harness: Harness, connect
     await alice.request("relay.started", relay_id=relay_id)
     await alice.request("relay.started", relay_id=relay_id)  # repeated: no change
     for viewer, live_id in ((viewer_a, room_a), (viewer_b, room_b)):
-        events = [e for e in await quiet_events(viewer) if e["event"] == "pk.state"]
+        events = [
+            e for e in await quiet_events(viewer, count(3, "pk.state")) if e["event"] == "pk.state"
+        ]
         relays = [e["data"]["relay"] for e in events]
         assert [(r["status"], r["extends"]) for r in relays] == [
             (1, {}),
@@ -354,7 +359,7 @@ async def test_resume_rules(harness: Harness, connect: Connect) -> None:
     assert unknown.value.code == 404
     resumed = await bob.request("room.resume", live_id=live_id, since=0)
     assert resumed == {"recovered": True, "seq": current + 1}
-    replayed = await quiet_events(bob)
+    replayed = await quiet_events(bob, count(current + 1))
     assert [e["seq"] for e in replayed] == list(range(1, current + 2))
     assert replayed[-1]["event"] == "member.joined"
     assert replayed[-1]["data"]["user"]["user_id"] == "bob"

@@ -369,7 +369,8 @@ async def test_concurrent_joins_by_one_user_leave_it_in_exactly_one_room(
     harness: Harness,
 ) -> None:
     rooms = [await live_room(harness, f"anchor{i}") for i in range(10)]
-    targets = [rooms[i % 10] for i in range(200)]
+    # 60 joins at once, 6 per room: on Redis every one conflicts with all the others.
+    targets = [rooms[i % 10] for i in range(60)]
     random.Random(7).shuffle(targets)
     token = harness.token("roamer")
     replies = await asyncio.gather(

@@ -510,9 +510,10 @@ async def test_ending_a_room_ends_its_relay(
 
 
 @pytest.mark.both_backends
-async def test_anchor_timeout_ends_the_relay(h: Harness) -> None:
+async def test_anchor_timeout_ends_the_relay(make_harness: HarnessFactory) -> None:
+    h = await make_harness({"rtc": RTC, "presence": {"anchor_offline_close": 30.0}})
     room_a, room_b, relay_id = await established(h)
-    for _ in range(0, 615, 5):
+    for _ in range(0, 15 + 30 + 5, 5):  # alice lapses after 15 s, her room ends 30 s later
         h.advance(5)
         await h.call("GET", f"/client/live/room/heartbeat/{room_b}", "bob")
         await h.sweep()

@@ -137,44 +137,76 @@ class Harness:
 HarnessFactory = Callable[..., Awaitable[Harness]]
 
 
-# Every test that runs a server runs it on each backend: the embedded memory store and Redis
-# (a real redis-server the suite starts). LIVESIGNAL_TEST_BACKEND=memory|redis picks one.
-BACKENDS = (
-    [os.environ["LIVESIGNAL_TEST_BACKEND"]]
-    if "LIVESIGNAL_TEST_BACKEND" in os.environ
-    else [
-        "memory",
-        "redis",
-    ]
-)
+# --- the backend matrix --------------------------------------------------------------------------
+#
+# A server test (one that uses `harness`, `make_harness` or `connect`) runs on ONE backend: the
+# embedded memory store, unless LIVESIGNAL_TEST_BACKEND=memory|redis names another. That is
+# enough for what is decided before the store is touched: the HTTP layer, tokens, validation,
+# CORS, the envelope, URL signing, frame parsing.
+#
+# A test whose behaviour depends on the store or the broker is marked
+#
+#     @pytest.mark.both_backends
+#
+# and runs once per backend, collected as `[memory]` and `[redis]` (a real redis-server the
+# suite starts, tests/redis_server.py): joins and presence, relay state, history and resume,
+# timers and sweeps, room fan-out. Redis makes every step asynchronous, fans out through
+# pub/sub and has presence, lease and history code of its own, so whatever reaches those runs
+# on both. LIVESIGNAL_TEST_BACKEND still runs marked tests on that one backend only.
+#
+# The marker is read by pytest_generate_tests below, which parametrizes the `backend` fixture;
+# a test cannot pick its backend any other way, so no test is collected as `[redis]` while it
+# runs on memory.
+
+BACKENDS = ("memory", "redis")
+FORCED_BACKEND = os.environ.get("LIVESIGNAL_TEST_BACKEND") or None
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def pytest_configure(config: pytest.Config) -> None:
+    if FORCED_BACKEND is not None and FORCED_BACKEND not in BACKENDS:
+        raise pytest.UsageError(
+            f"LIVESIGNAL_TEST_BACKEND={FORCED_BACKEND!r}: expected one of {', '.join(BACKENDS)}"
+        )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marked = metafunc.definition.get_closest_marker("both_backends") is not None
+    if "backend" not in metafunc.fixturenames:
+        if marked:
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid}: both_backends on a test that starts no server "
+                "(it uses neither backend, harness, make_harness nor connect)"
+            )
+        return
+    if marked:
+        metafunc.parametrize("backend", [FORCED_BACKEND] if FORCED_BACKEND else BACKENDS)
+
+
+@pytest.fixture
+def backend() -> str:
+    """The backend of a test not marked both_backends (marked ones get it as a parameter)."""
+    return FORCED_BACKEND or "memory"
 
 
 @pytest.fixture
 async def make_harness(
     request: pytest.FixtureRequest, backend: str
 ) -> AsyncIterator[HarnessFactory]:
-    """make_harness(overrides=None, manual_clock=True, run_sweeper=False) -> Harness.
+    """make_harness(overrides=None, manual_clock=True, run_sweeper=False) -> Harness, on the
+    test's backend.
 
     With a manual clock nothing expires until the test advances the clock and sweeps.
     """
     started: list[tuple[TestServer, aiohttp.ClientSession]] = []
-    default_backend = backend
 
     async def make(
         overrides: dict[str, dict[str, Any]] | None = None,
         *,
         manual_clock: bool = True,
         run_sweeper: bool = False,
-        backend: str | None = None,
     ) -> Harness:
-        """A server on `backend` (default: this test's backend parameter)."""
         overrides = copy.deepcopy(overrides or {})
-        if (backend or default_backend) == "redis":
+        if backend == "redis":
             store = overrides.setdefault("store", {})
             store.update(backend="redis", redis_url=request.getfixturevalue("redis_url"))
         settings = make_settings(overrides)

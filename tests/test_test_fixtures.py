@@ -12,7 +12,6 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.cluster import Cluster, ClusterFactory, Node
 from tests.redis_server import RedisServer, fresh_url
@@ -70,40 +69,6 @@ async def test_each_test_gets_the_session_server_flushed(redis_server: RedisServ
     assert await read(fresh_url(redis_server), "left:behind") == [None]
 
 
-async def test_aof_keeps_data_across_stop_and_start(own_redis: RedisServer) -> None:
-    port = own_redis.port
-    await write_keys(own_redis, 50)
-    assert own_redis.stop() == 0
-    own_redis.start()
-    assert own_redis.port == port
-    assert await read(own_redis.url, "room:1", "seq") == [b"kept", b"50"]
-
-
-async def test_appendfsync_always_keeps_acknowledged_writes_through_sigkill(
-    own_redis: RedisServer,
-) -> None:
-    await write_keys(own_redis, 200)
-    assert own_redis.kill() == -9
-    own_redis.start()
-    assert await read(own_redis.url, "room:1", "seq") == [b"kept", b"200"]
-
-
-async def test_a_stopped_redis_refuses_connections_and_starts_again(
-    own_redis: RedisServer,
-) -> None:
-    redis = client(own_redis.url)
-    try:
-        await redis.set("k", "v")
-        own_redis.stop()
-        assert refuses(own_redis.port) and not own_redis.ping()
-        with pytest.raises(RedisConnectionError):
-            await redis.get("k")
-        own_redis.start()
-        assert await redis.get("k") == b"v"  # the same client reconnects on its next command
-    finally:
-        await redis.aclose()
-
-
 async def profile_status(node: Node, token: str) -> tuple[int, str]:
     async with aiohttp.ClientSession() as session:
         url = node.base_url + "/client/user/profile"
@@ -134,9 +99,3 @@ async def test_cluster_nodes_serve_die_by_sigkill_and_are_all_ended(tmp_path: Pa
 async def test_a_node_that_cannot_start_fails_with_its_log(make_cluster: ClusterFactory) -> None:
     with pytest.raises(AssertionError, match="server.prot"):
         await make_cluster(1, {"server": {"prot": 1}})
-
-
-async def test_make_cluster_stop_is_a_clean_sigterm(make_cluster: ClusterFactory) -> None:
-    cluster = await make_cluster(1)
-    assert await cluster[0].stop() == 0
-    assert "shutting down" in cluster[0].log_text()

@@ -26,9 +26,9 @@ import pytest
 
 from livesignal.signal.model.auth import TokenCodec
 from livesignal.workers import WORKER_ENV, RestartPolicy, WorkerRole, take_worker_role
+from tests.cli import REPO, SECRET, clean_env, config, run_cli
 from tests.conftest import record_token
 from tests.ports import free_port
-from tests.test_cli import REPO, SECRET, clean_env, config, run_cli
 
 START_DEADLINE = 20.0
 STOP_DEADLINE = 15.0  # a real worker's grace (5 s) and the supervisor's margin fit in it
@@ -143,42 +143,6 @@ async def test_workers_on_a_port_held_without_sharing_exit_1_naming_it(tmp_path:
     assert ran.code == 1, ran.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in ran.stderr
     assert "started (pid" not in ran.stderr  # checked before starting any worker
-
-
-async def test_two_workers_on_one_redis_serve_one_state(tmp_path: Path, redis_url: str) -> None:
-    """`serve --workers 2` on Redis: both workers take connections on the one port, a room
-    created through one is seen through every fresh connection, SIGTERM stops all with 0."""
-    port = free_port()
-    cfg = config(
-        tmp_path,
-        f'[store]\nbackend = "redis"\nredis_url = "{redis_url}"\n'
-        f'[server]\nworkers = 2\nport = {port}\n[auth]\njwt_secret = "{SECRET}"\n',
-    )
-    proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "livesignal", "serve", "--config", str(cfg)],
-        cwd=REPO,
-        env=clean_env(),
-        stderr=asyncio.subprocess.PIPE,
-    )
-    watched = Watched(proc)
-    try:
-        await watched.line("worker 1/2 listening")
-        await watched.line("worker 2/2 listening")
-        token = record_token(TokenCodec(SECRET, 3600).issue("alice", time.time())[0])
-        headers = {"Authorization": token}
-        base = f"http://127.0.0.1:{port}"
-        fresh = aiohttp.TCPConnector(force_close=True)  # each request a new connection
-        async with aiohttp.ClientSession(connector=fresh, headers=headers) as session:
-            async with session.post(base + "/client/live/room/instance", json={"title": "t"}) as r:
-                live_id = (await r.json())["data"]["live_id"]
-            for _ in range(10):
-                async with session.get(f"{base}/client/live/room/info/{live_id}") as r:
-                    assert (await r.json())["data"]["title"] == "t"
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        code = await watched.exit_code()
-    assert code == 0, watched.log
 
 
 # --- the supervisor ------------------------------------------------------------------------

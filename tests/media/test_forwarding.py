@@ -22,6 +22,7 @@ from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder
 
 from livesignal.media.census import CENSUS
 from livesignal.media.http.mount import GATEWAY_KEY
+from livesignal.media.rtmp.worker import media_threads
 from livesignal.media.sdp import parse as sdp
 
 from ._rtc import (
@@ -200,12 +201,15 @@ async def test_a_subscriber_without_the_publishers_codec_gets_it_transcoded(
 )
 async def test_webrtc_publisher_reaches_rtmp(
     client: Client,
+    media_app: web.Application,
     nginx: Nginx,
     token_for: TokenFor,
     processes: Start,
     codec: str,
     video_work: dict[str, dict[str, int]],
 ) -> None:
+    """A mini-program's live-player subscribes to an RTC publisher's tracks: the gateway
+    pushes them, as one RTMP stream, to the URL of its rtmpPlayList."""
     tasks_before = gateway_tasks()
     census_before = CENSUS.snapshot()
     alice = await connect(
@@ -229,7 +233,11 @@ async def test_webrtc_publisher_reaches_rtmp(
             },
         )
         assert reply["resultCode"] == 10000, reply
-        (url,) = {item["rtmpUri"] for item in reply["rtmpPlayList"]}
+        assert reply["publishList"] == []
+        play = {item["uri"]: item["rtmpUri"] for item in reply["rtmpPlayList"]}
+        assert set(play) == {uris[0], uris[1]}
+        (url,) = set(play.values())  # one publisher's audio+video: one RTMP stream
+        assert url.startswith(nginx.url("")) and "?" not in url
         await assert_plays(processes, url, {"h264", "aac"})  # ffprobe, then ffmpeg decodes
         # Opus -> AAC is always transcoded; the video only when it is not H.264.
         audio_work = {"decoders": {"opus": 1}, "encoders": {"audio": 1}}
@@ -238,5 +246,7 @@ async def test_webrtc_publisher_reaches_rtmp(
         }
     finally:
         assert await post(client, "/wechat/exit", wx_token, "room1", None) == {"resultCode": 10000}
+        assert media_threads() == []  # the exit ended the push
         await leave(client, token_for, "room1", {"alice": alice})
-    await wait_for(lambda: gateway_tasks() <= tasks_before, 5)
+    assert media_app[GATEWAY_KEY].media.peer_count() == 0
+    await wait_for(lambda: gateway_tasks() <= tasks_before, 5)  # pumps, forwarders, relays

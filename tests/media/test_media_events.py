@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from livesignal.client import SignalClient
 from livesignal.media.http.mount import GATEWAY_KEY
@@ -79,6 +80,7 @@ def described(reply: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(reply["publishList"], key=lambda r: r["uri"])
 
 
+@pytest.mark.both_backends
 async def test_exchange_publish_and_exit_are_announced_in_the_room(
     make_harness: HarnessFactory, connect: Connect
 ) -> None:
@@ -146,6 +148,7 @@ async def test_wechat_exchange_and_exit_are_announced(
     assert unpublished["data"]["user_id"] == "wx"
 
 
+@pytest.mark.both_backends
 async def test_media_of_a_gateway_room_that_is_no_live_room_is_not_announced(
     make_harness: HarnessFactory, connect: Connect
 ) -> None:
@@ -216,11 +219,32 @@ def client(rtmp_room: Room) -> Any:
     return SimpleNamespace(server=rtmp_room.h.server)
 
 
+async def listed(room: Room, *, until: list[str] | None = None) -> list[str]:
+    """The uris GET /media/resources lists for the room; with `until`, polled (bounded)
+    until it lists exactly those."""
+    deadline = time.monotonic() + 10
+    while True:
+        async with room.h.session.get(
+            room.h.base_url + "/media/resources",
+            params={"room_id": room.live_id},
+            headers={"Token": room.token("relay")},
+        ) as response:
+            reply = await response.json()
+        assert reply["resultCode"] == 10000, reply
+        uris = [item["uri"] for item in reply["list"]]
+        if until is None or uris == until:
+            return uris
+        assert time.monotonic() < deadline, f"listed {uris}, not {until}"
+        await asyncio.sleep(0.05)
+
+
 @needs_rtmp
-@pytest.mark.parametrize("backend", ["memory"])  # the store's part is covered above
 async def test_an_rtmp_source_that_stops_is_unpublished_and_announced_again_when_back(
     rtmp_room: Room, nginx: Nginx, processes: Any
 ) -> None:
+    """A pulled RTMP source that stops is announced gone and no longer listed; nobody new can
+    subscribe to it, while a subscriber that has it keeps it. When it comes back, the same uri
+    is announced and listed again, and the subscriber's video resumes."""
     room = rtmp_room
     push_url = room.h.server.app[GATEWAY_KEY].streams.push_url("cam", int(time.time()) + 600)
     first = processes(ffmpeg_push_args(push_url, 30, audio=False))
@@ -235,19 +259,47 @@ async def test_an_rtmp_source_that_stops_is_unpublished_and_announced_again_when
         room.http, room.token("watcher"), room.live_id, subscribe=[(uri, "video")]
     )
     await rtc.wait_for(lambda: uri in watcher.received and watcher.received[uri].frames > 0, 10)
+    assert await listed(room) == [uri]
 
-    stop_process(first)  # the publisher goes away
+    stop_process(first)  # the publisher goes away: the room hears it, and the listing agrees
     stopped = await room.viewer.next_event("media.unpublished", timeout=10)
     assert stopped["data"] == {"user_id": "relay", "uris": [uri]}
+    assert await listed(room, until=[]) == []
+    # nobody new can subscribe to it, as to any resource announced as gone
+    late = RTCPeerConnection(rtc.CONFIG)
+    late.addTransceiver("video", direction="recvonly")
+    await late.setLocalDescription(await late.createOffer())
+    offer = {"type": "offer", "sdp": late.localDescription.sdp}
+    refused = await rtc.post(
+        room.http,
+        "/exchange",
+        room.token("late"),
+        room.live_id,
+        {"sdp": offer, "subscribeList": [{"uri": uri}]},
+    )
+    await late.close()
+    assert refused["resultCode"] == 40002, refused
+    # while the watcher, who took it before, keeps it when it renegotiates
+    await watcher.pc.setLocalDescription(await watcher.pc.createOffer())
+    offer = {"type": "offer", "sdp": watcher.pc.localDescription.sdp}
+    kept = await room.post("/exchange", "watcher", {"sdp": offer, "subscribeList": [{"uri": uri}]})
+    await watcher.pc.setRemoteDescription(RTCSessionDescription(kept["sdp"]["sdp"], "answer"))
+    # the relay's own exchange, repeated, keeps its pull and the uri
+    again = await room.post("/rtmp/exchange", "relay", body)
+    assert [r["uri"] for r in again["publishList"]] == [uri]
 
-    # and comes back: the pull reconnects, and the same uri is announced again
+    # and comes back: the pull reconnects, the same uri is announced and listed again
     processes(ffmpeg_push_args(push_url, 30, audio=False))
-    again = await room.viewer.next_event("media.published", timeout=10)
-    assert again["data"] == published["data"]
+    back = await room.viewer.next_event("media.published", timeout=10)
+    assert back["data"] == published["data"]
+    assert await listed(room, until=[uri]) == [uri]
+    frames = watcher.received[uri].frames
+    await rtc.wait_for(lambda: watcher.received[uri].frames > frames + 10, 10)
 
     await room.post("/rtmp/exit", "relay")
     gone = await room.viewer.next_event("media.unpublished")
     assert gone["data"] == {"user_id": "relay", "uris": [uri]}
+    assert await listed(room) == []
     await room.post("/exit", "watcher")
     await watcher.close()
     await no_event(room.viewer, "media.unpublished")  # announced once, not once per report

@@ -12,18 +12,13 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from livesignal.media.http.mount import GATEWAY_KEY
 from livesignal.media.rtmp.worker import media_threads
 from livesignal.signal.model.auth import StreamUrls
 
 from ._rtc import (
-    CONFIG,
-    SyntheticAudio,
-    SyntheticVideo,
     connect,
-    gateway_tasks,
     post,
     wait_for,
 )
@@ -136,48 +131,6 @@ def _executor() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name.startswith("asyncio_")}
 
 
-async def test_rtc_tracks_are_played_from_rtmp_play_list(
-    client: Client,
-    media_app: web.Application,
-    nginx: Nginx,
-    token_for: TokenFor,
-    processes: Start,
-) -> None:
-    tasks_before = gateway_tasks()
-    alice = await connect(
-        client, token_for("room1", "alice"), "room1", publish=[SyntheticAudio(), SyntheticVideo()]
-    )
-    uris = uris_by_type(alice.reply)
-    wx_token = token_for("room1", "wx")
-    reply = await post(
-        client,
-        "/wechat/exchange",
-        wx_token,
-        "room1",
-        {
-            "rtmp": {"audio": False, "video": False},
-            "subscribeList": [{"uri": uris[1]}, {"uri": uris[0]}],
-        },
-    )
-    assert reply["resultCode"] == 10000, reply
-    assert reply["publishList"] == []
-    play = {item["uri"]: item["rtmpUri"] for item in reply["rtmpPlayList"]}
-    assert set(play) == {uris[0], uris[1]}
-    assert play[uris[0]] == play[uris[1]]  # one publisher's audio+video: one RTMP stream
-    url = play[uris[1]]
-    assert url.startswith(nginx.url("")) and "?" not in url
-
-    # a player (ffprobe, then ffmpeg decoding) pulls it from nginx-rtmp
-    await assert_plays(processes, url, {"h264", "aac"})
-
-    assert await post(client, "/wechat/exit", wx_token, "room1", None) == {"resultCode": 10000}
-    assert media_threads() == []
-    await post(client, "/exit", token_for("room1", "alice"), "room1", None)
-    await alice.close()
-    assert media_app[GATEWAY_KEY].media.peer_count() == 0
-    await wait_for(lambda: gateway_tasks() <= tasks_before, 5)  # pumps, forwarders, relays
-
-
 async def test_unsigned_or_expired_push_is_refused_by_nginx(
     nginx: Nginx, stream_urls: StreamUrls, processes: Start
 ) -> None:
@@ -226,88 +179,4 @@ async def test_rtmp_exchange_pulls_a_stream_into_the_room(
     assert media_app[GATEWAY_KEY].media.resources("room2") == []
     assert media_threads() == []
     await post(client, "/exit", token_for("room2", "viewer"), "room2", None)
-    await viewer.close()
-
-
-async def listed(client: Client, token: str, room: str) -> list[str]:
-    response = await client.get(
-        "/media/resources", params={"room_id": room}, headers={"Token": token}
-    )
-    reply = await response.json()
-    assert reply["resultCode"] == 10000, reply
-    return [item["uri"] for item in reply["list"]]
-
-
-async def test_a_stopped_rtmp_source_is_not_listed_until_it_is_back(
-    client: Client,
-    nginx: Nginx,
-    token_for: TokenFor,
-    stream_urls: StreamUrls,
-    processes: Start,
-) -> None:
-    push_url = stream_urls.push_url("cam", int(time.time()) + 600)
-    first = processes(ffmpeg_push_args(push_url, 30, audio=False))
-    token = token_for("room3", "relay")
-    body = {"rtmp": {"uri": nginx.url("cam"), "audio": False, "video": True}}
-    reply = await post(client, "/rtmp/exchange", token, "room3", body)
-    assert reply["resultCode"] == 10000, reply
-    (uri,) = [item["uri"] for item in reply["publishList"]]
-    viewer = await connect(
-        client, token_for("room3", "viewer"), "room3", subscribe=[(uri, "video")]
-    )
-    await wait_for(lambda: uri in viewer.received and viewer.received[uri].frames > 0, 10)
-    assert await listed(client, token, "room3") == [uri]
-
-    first.terminate()  # the publisher goes away: the room hears media.unpublished ...
-    deadline = time.monotonic() + 10
-    while await listed(client, token, "room3") == [uri]:  # ... and the listing agrees
-        assert time.monotonic() < deadline, "a stopped source is still listed"
-        await asyncio.sleep(0.05)
-    assert await listed(client, token, "room3") == []
-    # nobody new can subscribe to it, as to any resource announced as gone
-    late = RTCPeerConnection(CONFIG)
-    late.addTransceiver("video", direction="recvonly")
-    await late.setLocalDescription(await late.createOffer())
-    refused = await post(
-        client,
-        "/exchange",
-        token_for("room3", "late"),
-        "room3",
-        {
-            "sdp": {"type": "offer", "sdp": late.localDescription.sdp},
-            "subscribeList": [{"uri": uri}],
-        },
-    )
-    await late.close()
-    assert refused["resultCode"] == 40002, refused
-    # while the viewer, who took it before, keeps it when it renegotiates
-    await viewer.pc.setLocalDescription(await viewer.pc.createOffer())
-    kept = await post(
-        client,
-        "/exchange",
-        token_for("room3", "viewer"),
-        "room3",
-        {
-            "sdp": {"type": "offer", "sdp": viewer.pc.localDescription.sdp},
-            "subscribeList": [{"uri": uri}],
-        },
-    )
-    assert kept["resultCode"] == 10000, kept
-    await viewer.pc.setRemoteDescription(RTCSessionDescription(kept["sdp"]["sdp"], "answer"))
-    # the relay's own exchange, repeated, keeps its pull and the uri
-    again = await post(client, "/rtmp/exchange", token, "room3", body)
-    assert [item["uri"] for item in again["publishList"]] == [uri]
-
-    # the publisher comes back: the same uri is listed again and the viewer's video resumes
-    processes(ffmpeg_push_args(push_url, 30, audio=False))
-    deadline = time.monotonic() + 10
-    while await listed(client, token, "room3") != [uri]:
-        assert time.monotonic() < deadline, "the source came back but is not listed"
-        await asyncio.sleep(0.05)
-    frames = viewer.received[uri].frames
-    await wait_for(lambda: viewer.received[uri].frames > frames + 10, 10)
-
-    assert await post(client, "/rtmp/exit", token, "room3", None) == {"resultCode": 10000}
-    assert await listed(client, token, "room3") == []
-    await post(client, "/exit", token_for("room3", "viewer"), "room3", None)
     await viewer.close()

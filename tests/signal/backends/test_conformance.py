@@ -1,7 +1,8 @@
 """The Store + Broker contract (store/base.py, broker/base.py), held by every backend.
 
-Written against the interfaces only; the `engine` fixture is parametrized over the backends,
-so the embedded memory store and the Redis store answer to the same rules.
+Written against the interfaces only; the `engine` fixture follows the test's backend, and every
+test is marked both_backends, so the embedded memory store and the Redis store answer to the same
+rules.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ from livesignal.signal.model.events import RoomEvent, UserEvent
 from livesignal.signal.model.records import Member, Relay, RelayStatus, Room, RoomStatus, User
 from tests.engines import Engine, memory_engine, redis_engine
 
+# The contract every backend holds: each test runs against the memory and the Redis engine.
+pytestmark = pytest.mark.both_backends
 
-@pytest.fixture(params=["memory", "redis"])
-async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
-    if request.param == "memory":
+
+@pytest.fixture
+async def engine(request: pytest.FixtureRequest, backend: str) -> AsyncIterator[Engine]:
+    """The store and broker of the test's backend (tests/conftest.py parametrizes it)."""
+    if backend == "memory":
         yield memory_engine()
         return
     engine = await redis_engine(request.getfixturevalue("redis_url"))
@@ -350,28 +355,6 @@ async def test_history_holds_the_newest_events_for_five_minutes(engine: Engine) 
     assert (await broker.replay("never", 0)).recovered
 
 
-async def test_two_store_instances_on_one_redis_serialize_their_steps(redis_url: str) -> None:
-    """What two nodes do at once to one record: every change kept, seq in change order, and
-    the events each node sees agree with the final state."""
-    first, second = await redis_engine(redis_url), await redis_engine(redis_url)
-    try:
-        await put(first, new_room("r1"))
-        seen: dict[str, list[int]] = {"first": [], "second": []}
-        await first.broker.subscribe_room("r1", lambda e: seen["first"].append(e.data["n"]))
-        await second.broker.subscribe_room("r1", lambda e: seen["second"].append(e.data["n"]))
-
-        engines = [first, second] * 20
-        await asyncio.gather(*(engine.store.transact(bump) for engine in engines))
-        room = await second.store.get_room("r1")
-        assert room is not None and room.extends["n"] == "40"
-        await first.settle(lambda: len(seen["first"]) == 40 and len(seen["second"]) == 40)
-        assert seen["first"] == seen["second"] == list(range(1, 41))
-    finally:
-        for engine in (first, second):
-            for close in engine.closers:
-                await close()
-
-
 async def test_room_and_member_read_together_are_what_each_read_gives(engine: Engine) -> None:
     store = engine.store
     now = store.now()
@@ -393,31 +376,3 @@ async def test_room_and_member_read_together_are_what_each_read_gives(engine: En
         return await tx.room_and_member("nope", "u1")
 
     assert (await store.transact(missing)).result == (None, None)
-
-
-async def test_a_pair_read_on_redis_is_checked_at_commit_like_any_read(redis_url: str) -> None:
-    """Another node changing the member between the pair read and the commit makes the step
-    run again: no lost update."""
-    first, second = await redis_engine(redis_url), await redis_engine(redis_url)
-    try:
-        now = first.store.now()
-        await put(first, new_room("r1"), Member("u1", "r1", rest_deadline=now + 10))
-        runs = 0
-
-        async def extend(tx: Tx) -> float:
-            nonlocal runs
-            runs += 1
-            _, member = await tx.room_and_member("r1", "u1")
-            assert member is not None
-            if runs == 1:  # the other node moves the deadline after this step read it
-                await put(second, Member("u1", "r1", rest_deadline=now + 20))
-            member.rest_deadline += 100
-            tx.put_member(member)
-            return member.rest_deadline
-
-        assert (await first.store.transact(extend)).result == now + 120
-        assert runs == 2
-    finally:
-        for engine in (first, second):
-            for close in engine.closers:
-                await close()

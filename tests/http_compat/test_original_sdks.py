@@ -11,6 +11,7 @@ import base64
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.conftest import Harness, HarnessFactory, Reply
 from tests.rest_helpers import assert_error, assert_ok, hmac_sha1_b64
@@ -66,6 +67,7 @@ async def test_start_and_join_return_a_room_token_the_gateway_takes(harness: Har
         assert (await response.json()) == {"resultCode": 10000, "list": []}
 
 
+@pytest.mark.both_backends
 async def test_users_and_imusers_answer_arrays(harness: Harness) -> None:
     h = harness
     profiles = {}
@@ -85,6 +87,7 @@ async def test_users_and_imusers_answer_arrays(harness: Harness) -> None:
     assert_error(await sdk(h, "GET", "/client/user/imusers", "a", im_user_ids="x"), 400)
 
 
+@pytest.mark.both_backends
 async def test_a_lapsed_rest_heartbeat_is_404_in_docs_and_500_in_original(
     make_harness: HarnessFactory,
 ) -> None:

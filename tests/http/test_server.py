@@ -1,7 +1,8 @@
-"""PROTOCOL §7 and §2 at the socket: stalled connections are closed, parser errors answer a
-JSON 400 that quotes nothing back, and no token reaches the server's log.
+"""The HTTP server (livesignal/http/server.py), PROTOCOL §7 and §2 at the socket: stalled
+connections are closed, parser errors answer a JSON 400 that quotes nothing back, and no
+token reaches the server's log.
 
-Against a real `livesignal serve` (tests/test_cli.py starts it on a free port and stops it by
+Against a real `livesignal serve` (tests/cli.py starts it on a free port and stops it by
 PID). Every connection is to 127.0.0.1; waits are deadlines, and the only sleep waits for the
 timeouts themselves to have passed.
 """
@@ -20,9 +21,9 @@ from livesignal.app import create_app
 from livesignal.client import SignalClient
 from livesignal.http.server import start_http_server
 from livesignal.signal.model.auth import TokenCodec
+from tests.cli import SECRET, config, serve, stop
 from tests.conftest import make_settings
 from tests.ports import free_port
-from tests.test_cli import SECRET, config, serve, stop
 
 HEADER_TIMEOUT = 0.5
 IDLE_TIMEOUT = 1.0

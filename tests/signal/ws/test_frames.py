@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 
-from livesignal.http.upgrade import might_be_upgrade, parse_upgrade
 from livesignal.signal.ws.frames import (
     OP_BINARY,
     OP_CLOSE,
@@ -17,7 +14,6 @@ from livesignal.signal.ws.frames import (
     WsProtocolError,
     unmask,
 )
-from livesignal.signal.ws.handshake import accept_key
 
 MASK = b"\x37\xfa\x21\x3d"
 
@@ -96,33 +92,6 @@ def test_an_oversized_frame_is_refused_from_its_header_before_its_payload_arrive
     assert refused.value.code == 1009
 
 
-def test_an_upgrade_head_is_recognised_and_anything_else_left_to_http() -> None:
-    key = base64.b64encode(b"0123456789abcdef").decode()
-    head = (
-        f"GET /ws?token=abc&x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\n"
-        f"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-    request = parse_upgrade(head)
-    assert request is not None
-    assert request.query("token") == "abc" and request.problem() is None and request.version_ok()
-    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455
-    assert (
-        might_be_upgrade(b"GE") and might_be_upgrade(b"GET /ws?t") and might_be_upgrade(b"GET /ws")
-    )
-    assert not might_be_upgrade(b"GET /wss") and not might_be_upgrade(b"POST /ws")
-    for other in (
-        head.replace(b"GET /ws?", b"GET /wsx?"),
-        head.replace(b"HTTP/1.1", b"HTTP/1.0"),
-        head.replace(b"Upgrade: WebSocket\r\n", b""),  # a plain GET /ws: HTTP refuses it
-        head.replace(b"Host: h\r\n", b"Host: h\r\nContent-Length: 3\r\n"),
-        head.replace(b"Host: h", b"Host : h"),
-    ):
-        assert parse_upgrade(other) is None
-    missing_key = parse_upgrade(head.replace(f"Sec-WebSocket-Key: {key}\r\n".encode(), b""))
-    assert missing_key is not None and missing_key.problem() is not None
-
-
 def test_a_flood_of_empty_fragments_holds_no_memory() -> None:
     """A message opened and never finished, fed empty continuation frames without end: what
     the reader holds stays bounded by the message limit, not by the number of frames."""
@@ -133,7 +102,7 @@ def test_a_flood_of_empty_fragments_holds_no_memory() -> None:
     chunk = frame(0x0, b"", fin=False) * 10_000  # 60 KB of frames that add nothing
     tracemalloc.start()
     try:
-        for _ in range(10):  # a hundred thousand fragments
+        for _ in range(4):  # forty thousand fragments: 320 KB if each kept a pointer
             assert reader.feed(chunk) == []
         held, _ = tracemalloc.get_traced_memory()
     finally:

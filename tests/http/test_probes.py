@@ -1,4 +1,5 @@
-"""PROTOCOL §5: GET /healthz and GET /readyz, unauthenticated and outside the REST envelope."""
+"""livesignal/http/probes.py, PROTOCOL §5: GET /healthz and GET /readyz, unauthenticated and
+outside the REST envelope."""
 
 from __future__ import annotations
 

@@ -44,6 +44,7 @@ def ids(page: dict[str, Any]) -> list[str]:
 # --- create --------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_create_returns_the_documented_room_object(harness: Harness) -> None:
     room = await create_room(
         harness,
@@ -77,6 +78,7 @@ async def test_create_returns_the_documented_room_object(harness: Harness) -> No
     assert isinstance(room["chat_id"], int)
 
 
+@pytest.mark.both_backends
 async def test_chat_id_differs_per_room(harness: Harness) -> None:
     chat_ids = {(await create_room(harness, f"anchor{i}"))["chat_id"] for i in range(5)}
     assert len(chat_ids) == 5
@@ -93,15 +95,6 @@ async def test_title_of_1_to_200_characters_is_accepted(harness: Harness, title:
     assert room["title"] == title
 
 
-@pytest.mark.parametrize(
-    "body",
-    [{}, {"title": ""}, {"title": "t" * 201}, {"title": None}, {"title": 42}],
-    ids=["missing", "empty", "201", "null", "number"],
-)
-async def test_bad_title_is_400(harness: Harness, body: dict[str, Any]) -> None:
-    assert_error(await harness.call("POST", CREATE, "alice", json=body), 400)
-
-
 async def test_scheduled_times_in_china_standard_time(harness: Harness) -> None:
     room = await create_room(
         harness, "alice", start_at="2021-12-02 11:11:11", end_at="2021-12-02 13:00:00"
@@ -116,40 +109,10 @@ async def test_scheduled_times_as_unix_seconds(harness: Harness) -> None:
     assert (room["start_time"], room["end_time"]) == (1656315406, 1656319006)
 
 
-@pytest.mark.parametrize("field", ["start_at", "end_at", "publish_expire_at"], ids=lambda f: f)
-@pytest.mark.parametrize(
-    "value",
-    [
-        "2021-12-02T11:11:11",
-        "2021/12/02 11:11:11",
-        "2021-13-02 11:11:11",
-        "soon",
-        1.5,
-        True,
-        "1656315406",
-        -5,
-        [1],
-    ],
-    ids=[
-        "iso-T",
-        "slashes",
-        "month-13",
-        "word",
-        "float",
-        "bool",
-        "digit-string",
-        "negative",
-        "list",
-    ],
-)
-async def test_bad_time_is_400(harness: Harness, field: str, value: Any) -> None:
-    reply = await harness.call("POST", CREATE, "alice", json={"title": "t", field: value})
-    assert_error(reply, 400)
-
-
 # --- start / stop / delete -----------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_start_makes_the_room_live_and_the_anchor_present(harness: Harness) -> None:
     room = await create_room(harness, "alice", start_at="2021-12-02 11:11:11")
     live_id = room["live_id"]
@@ -164,6 +127,7 @@ async def test_start_makes_the_room_live_and_the_anchor_present(harness: Harness
     assert await info(harness, live_id) == {**started, "push_url": ""}
 
 
+@pytest.mark.both_backends
 async def test_end_time_is_the_schedule_until_the_room_actually_ends(harness: Harness) -> None:
     live_id = await live_room(harness, "alice", end_at="2031-01-01 08:00:00")
     assert (await info(harness, live_id))["end_time"] == unix_cst("2031-01-01 08:00:00")
@@ -172,6 +136,7 @@ async def test_end_time_is_the_schedule_until_the_room_actually_ends(harness: Ha
     assert (await info(harness, live_id))["end_time"] == int(harness.clock.now())
 
 
+@pytest.mark.both_backends
 async def test_start_is_idempotent(harness: Harness) -> None:
     live_id = await live_room(harness, "alice")
     first = await info(harness, live_id)
@@ -188,10 +153,7 @@ async def test_start_by_someone_else_is_403(harness: Harness) -> None:
     assert (await info(harness, live_id))["live_status"] == 0
 
 
-async def test_start_unknown_room_is_404(harness: Harness) -> None:
-    assert_error(await harness.call("PUT", "/client/live/room/live_nope", "alice"), 404)
-
-
+@pytest.mark.both_backends
 @pytest.mark.parametrize("method", ["POST", "DELETE"])
 async def test_stop_ends_the_room(harness: Harness, method: str) -> None:
     """POST is the documented stop; DELETE is what the original SDKs send."""
@@ -222,6 +184,7 @@ async def test_stop_of_a_room_not_yet_live_is_601(harness: Harness) -> None:
         assert_error(reply, 409, 601)
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize("live", [False, True], ids=["created", "live"])
 async def test_delete_makes_the_room_not_found(harness: Harness, live: bool) -> None:
     live_id = (
@@ -249,6 +212,7 @@ async def test_delete_by_someone_else_is_403(harness: Harness) -> None:
     assert (await info(harness, live_id))["live_status"] == 1
 
 
+@pytest.mark.both_backends
 async def test_an_ended_room_can_be_deleted(harness: Harness) -> None:
     live_id = await live_room(harness, "alice")
     assert_ok(await harness.call("POST", f"/client/live/room/{live_id}", "alice"))
@@ -256,13 +220,10 @@ async def test_an_ended_room_can_be_deleted(harness: Harness) -> None:
     assert_error(await harness.call("GET", f"/client/live/room/info/{live_id}", "alice"), 404)
 
 
-async def test_info_of_unknown_room_is_404(harness: Harness) -> None:
-    assert_error(await harness.call("GET", "/client/live/room/info/live_nope", "alice"), 404)
-
-
 # --- admin, push_url and play URLs ----------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_admin_may_act_as_the_anchor(harness: Harness) -> None:
     admin = harness.token("moderator", role="admin")
     live_id = (await create_room(harness, "alice"))["live_id"]
@@ -304,6 +265,7 @@ async def test_push_url_only_for_the_anchor_play_urls_for_all(harness: Harness) 
         assert own["push_url"] == as_anchor["push_url"]
 
 
+@pytest.mark.both_backends
 async def test_anchor_info_is_the_anchors_current_profile(harness: Harness) -> None:
     live_id = await live_room(harness, "alice")
     assert_ok(
@@ -374,6 +336,7 @@ async def test_push_url_security_expiry_sk(make_harness: HarnessFactory) -> None
     assert url == f"rtmp://push.example.com:1935/myapp/{live_id}?e={e}&token={RTC_AK}:{sign}"
 
 
+@pytest.mark.both_backends
 async def test_push_url_expiry_follows_a_future_publish_expire_at(
     make_harness: HarnessFactory,
 ) -> None:
@@ -397,6 +360,7 @@ async def test_push_url_expiry_ignores_a_past_publish_expire_at(
 # --- extends -------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_extends_update_merges(harness: Harness) -> None:
     live_id = (await create_room(harness, "alice", extends={"a": "1", "b": "2"}))["live_id"]
     reply = await harness.call(
@@ -421,30 +385,10 @@ async def test_extends_update_by_someone_else_is_403(harness: Harness) -> None:
     assert (await info(harness, live_id))["extends"] == {"a": "1"}
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"extends": {"a": "1"}},
-        {"live_id": "x"},
-        {"live_id": "x", "extends": {"a": 1}},
-        {"live_id": "x", "extends": ["a"]},
-    ],
-    ids=["no-live-id", "no-extends", "non-string-value", "not-an-object"],
-)
-async def test_extends_update_bad_body_is_400(harness: Harness, body: dict[str, Any]) -> None:
-    assert_error(await harness.call("PUT", "/client/live/room/extends", "alice", json=body), 400)
-
-
-async def test_extends_update_of_unknown_room_is_404(harness: Harness) -> None:
-    reply = await harness.call(
-        "PUT", "/client/live/room/extends", "alice", json={"live_id": "nope", "extends": {}}
-    )
-    assert_error(reply, 404)
-
-
 # --- list ----------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_list_shows_live_rooms_newest_start_first(harness: Harness) -> None:
     a = (await create_room(harness, "a"))["live_id"]
     b = (await create_room(harness, "b"))["live_id"]
@@ -494,45 +438,10 @@ async def test_page_size_over_100_is_taken_as_100(harness: Harness) -> None:
     assert len(default["list"]) == 100
 
 
-@pytest.mark.parametrize("path", ["/client/live/room/list", "/client/live/room"])
-@pytest.mark.parametrize(
-    "params",
-    [
-        {"page_num": "0"},
-        {"page_num": "-1"},
-        {"page_num": "abc"},
-        {"page_num": "1.5"},
-        {"page_size": "0"},
-        {"page_size": "-20"},
-        {"page_size": "ten"},
-        {"page_size": "2e1"},
-        {"page_num": "²"},
-        {"page_num": "--5"},
-        {"page_size": "٣"},
-        {"page_num": "9" * 5000},
-    ],
-    ids=[
-        "num-0",
-        "num-neg",
-        "num-word",
-        "num-float",
-        "size-0",
-        "size-neg",
-        "size-word",
-        "size-exp",
-        "num-superscript",
-        "num-double-minus",
-        "size-arabic-digit",
-        "num-5000-digits",
-    ],
-)
-async def test_bad_paging_is_400(harness: Harness, path: str, params: dict[str, str]) -> None:
-    assert_error(await harness.call("GET", path, "alice", params=params), 400)
-
-
 # --- search --------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_search_orders_live_then_created_and_skips_ended(harness: Harness) -> None:
     created_old = (await create_room(harness, "u1", title="Cooking"))["live_id"]
     live_early = await live_room(harness, "u2", title="Cooking live")
@@ -550,6 +459,7 @@ async def test_search_orders_live_then_created_and_skips_ended(harness: Harness)
     assert ids(same) == ids(page)
 
 
+@pytest.mark.both_backends
 async def test_search_matches_title_id_anchor_and_nick_case_insensitively(
     harness: Harness,
 ) -> None:
@@ -569,6 +479,7 @@ async def test_search_matches_title_id_anchor_and_nick_case_insensitively(
     assert await search(other.upper()) == {other}
     assert await search(other[-6:]) == {other}
     assert await search("nothing-matches") == set()
+    assert await search("%") == set()  # a literal substring, no wildcard
 
 
 async def test_search_paging(harness: Harness) -> None:

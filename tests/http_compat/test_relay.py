@@ -68,7 +68,9 @@ def decode_rtc_token(token: str, now: float) -> dict[str, Any]:
     access_key, sign, enc = token.split(":")
     assert access_key == RTC["access_key"]
     assert sign == hmac_sha1_b64(str(RTC["secret_key"]), enc)
+    assert len(enc) % 4 == 0  # URL-safe base64 WITH padding
     payload: dict[str, Any] = json.loads(base64.urlsafe_b64decode(enc))
+    assert set(payload) == {"appId", "roomName", "userId", "expireAt", "permission"}
     assert payload["appId"] == RTC["app_id"]
     assert payload["permission"] == "user"
     assert payload["expireAt"] == int(now) + int(RTC["token_ttl"])  # type: ignore[call-overload]
@@ -78,6 +80,7 @@ def decode_rtc_token(token: str, now: float) -> dict[str, Any]:
 # --- start and the invitation ---------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_start_in_invite_mode_waits_for_the_receiver(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     reply = await start(h, room_a, room_b)
@@ -101,6 +104,7 @@ async def test_start_in_invite_mode_waits_for_the_receiver(h: Harness) -> None:
     assert (await info(h, room_a))["pk_id"] == "" and (await info(h, room_b))["pk_id"] == ""
 
 
+@pytest.mark.both_backends
 async def test_pending_lists_invitations_for_the_receiver_only(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     relay_id = (await start(h, room_a, room_b))["relay_id"]
@@ -113,6 +117,7 @@ async def test_pending_lists_invitations_for_the_receiver_only(h: Harness) -> No
     assert assert_ok(await h.call("GET", "/client/relay/pending", "bob")) == {"list": []}
 
 
+@pytest.mark.both_backends
 async def test_accept_establishes_the_relay(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     relay_id = (await start(h, room_a, room_b))["relay_id"]
@@ -132,6 +137,7 @@ async def test_accept_establishes_the_relay(h: Harness) -> None:
     assert (await info(h, room_b))["pk_id"] == relay_id
 
 
+@pytest.mark.both_backends
 async def test_reject_ends_the_invitation_with_status_5(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     relay_id = (await start(h, room_a, room_b))["relay_id"]
@@ -153,14 +159,7 @@ async def test_reject_without_a_body(h: Harness) -> None:
     assert (await relay(h, relay_id))["status"] == 5
 
 
-async def test_reject_reason_must_be_text(h: Harness) -> None:
-    room_a, room_b = await two_rooms(h)
-    relay_id = (await start(h, room_a, room_b))["relay_id"]
-    reply = await h.call("POST", f"/client/relay/{relay_id}/reject", "bob", json={"reason": 5})
-    assert_error(reply, 400)
-    assert (await relay(h, relay_id))["status"] == 0
-
-
+@pytest.mark.both_backends
 async def test_cancel_by_the_initiator(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     relay_id = (await start(h, room_a, room_b))["relay_id"]
@@ -203,6 +202,7 @@ async def test_answering_is_only_from_status_0(h: Harness, action: str, party: s
     assert (await relay(h, relay_id))["status"] == 1
 
 
+@pytest.mark.both_backends
 async def test_invitation_times_out(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     relay_id = (await start(h, room_a, room_b))["relay_id"]
@@ -233,6 +233,7 @@ async def test_invite_timeout_follows_the_settings(make_harness: HarnessFactory)
     assert (await relay(h, relay_id))["reason"] == "timeout"
 
 
+@pytest.mark.both_backends
 async def test_an_accepted_invitation_does_not_time_out(h: Harness) -> None:
     _, _, relay_id = await established(h)
     h.advance(300)
@@ -243,6 +244,7 @@ async def test_an_accepted_invitation_does_not_time_out(h: Harness) -> None:
 # --- auto accept -------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_auto_mode_starts_at_status_1(auto_h: Harness) -> None:
     room_a, room_b = await two_rooms(auto_h)
     reply = await start(auto_h, room_a, room_b)
@@ -266,24 +268,6 @@ async def test_auto_mode_starts_at_status_1(auto_h: Harness) -> None:
 # --- start errors --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("missing", ["init_room_id", "recv_room_id", "recv_user_id"])
-async def test_start_with_a_missing_field_is_400(h: Harness, missing: str) -> None:
-    room_a, room_b = await two_rooms(h)
-    body = {"init_room_id": room_a, "recv_room_id": room_b, "recv_user_id": "bob"}
-    del body[missing]
-    assert_error(await h.call("POST", "/client/relay/start", "alice", json=body), 400)
-
-
-async def test_start_with_an_ill_typed_field_or_bad_json_is_400(h: Harness) -> None:
-    room_a, room_b = await two_rooms(h)
-    body = {"init_room_id": room_a, "recv_room_id": room_b, "recv_user_id": 7}
-    assert_error(await h.call("POST", "/client/relay/start", "alice", json=body), 400)
-    reply = await h.call(
-        "POST", "/client/relay/start", "alice", data=b"{", headers={"Content-Type": "x/y"}
-    )
-    assert_error(reply, 400)
-
-
 async def test_start_with_an_unknown_room_is_404(h: Harness) -> None:
     room_a, _ = await two_rooms(h)
     body = {"init_room_id": room_a, "recv_room_id": "live_nope", "recv_user_id": "bob"}
@@ -300,14 +284,6 @@ async def test_start_by_someone_not_anchoring_the_init_room_is_403(h: Harness) -
     body = {"init_room_id": room_a, "recv_room_id": room_b, "recv_user_id": "bob"}
     assert_error(await h.call("POST", "/client/relay/start", "mallory", json=body), 403)
     assert_error(await h.call("POST", "/client/relay/start", "bob", json=body), 403)
-
-
-async def test_start_403_comes_before_601(h: Harness) -> None:
-    room_a = await live_room(h, "alice")
-    created_b = (await create_room(h, "bob"))["live_id"]
-    body = {"init_room_id": room_a, "recv_room_id": created_b, "recv_user_id": "bob"}
-    assert_error(await h.call("POST", "/client/relay/start", "mallory", json=body), 403)
-    assert_error(await h.call("POST", "/client/relay/start", "alice", json=body), 409, 601)
 
 
 async def test_start_state_errors_are_601(h: Harness) -> None:
@@ -339,6 +315,7 @@ async def test_same_anchor_on_both_sides_is_601(h: Harness) -> None:
     assert_error(await h.call("POST", "/client/relay/start", "alice", json=body), 409, 601)
 
 
+@pytest.mark.both_backends
 async def test_a_room_with_an_active_relay_is_busy(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     room_c = await live_room(h, "carol")
@@ -386,6 +363,7 @@ async def test_token_rules(h: Harness) -> None:
     assert_error(await h.call("GET", "/client/relay/relay_nope/token", "alice"), 404)
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize(
     "reports",
     [
@@ -411,6 +389,7 @@ async def test_started_rules(h: Harness) -> None:
     assert_error(await h.call("POST", "/client/relay/relay_nope/started", "alice"), 404)
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize("status_before", [1, 2, 3, 4])
 @pytest.mark.parametrize("stopper", ["alice", "bob"])
 async def test_stop_from_any_established_status(
@@ -444,6 +423,7 @@ async def test_stop_rules(h: Harness) -> None:
     assert_error(await h.call("POST", "/client/relay/relay_nope/stop", "alice"), 404)
 
 
+@pytest.mark.both_backends
 async def test_extends_merge_for_either_anchor(h: Harness) -> None:
     room_a, room_b = await two_rooms(h)
     relay_id = (await start(h, room_a, room_b))["relay_id"]
@@ -464,11 +444,6 @@ async def test_extends_rules(h: Harness) -> None:
         404,
     )
     assert (await relay(h, relay_id))["extends"] == {}
-
-
-async def test_get_unknown_relay_is_404_and_needs_a_token(h: Harness) -> None:
-    assert_error(await h.call("GET", "/client/relay/relay_nope", "carol"), 404)
-    assert_error(await h.call("GET", "/client/relay/relay_nope"), 401)
 
 
 @pytest.mark.parametrize("ending", ["reject", "cancel", "stop"])
@@ -497,16 +472,10 @@ async def test_final_statuses_refuse_every_change(h: Harness, ending: str) -> No
     assert await relay(h, relay_id) == final
 
 
-@pytest.mark.parametrize("action", ["accept", "reject", "cancel", "started", "stop", "extends"])
-async def test_changes_of_an_unknown_relay_are_404(h: Harness, action: str) -> None:
-    body = {"extends": {"a": "b"}} if action == "extends" else None
-    reply = await h.call("POST", f"/client/relay/relay_nope/{action}", "mallory", json=body)
-    assert_error(reply, 404)
-
-
 # --- rooms ending end their relays ---------------------------------------------------------
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize("how", ["stop-post", "stop-delete", "delete"])
 @pytest.mark.parametrize("which", ["init", "recv"])
 @pytest.mark.parametrize("accepted", [False, True], ids=["invited", "established"])
@@ -540,9 +509,11 @@ async def test_ending_a_room_ends_its_relay(
     assert_ok(await h.call("POST", "/client/relay/start", "carol", json=body))
 
 
-async def test_anchor_timeout_ends_the_relay(h: Harness) -> None:
+@pytest.mark.both_backends
+async def test_anchor_timeout_ends_the_relay(make_harness: HarnessFactory) -> None:
+    h = await make_harness({"rtc": RTC, "presence": {"anchor_offline_close": 30.0}})
     room_a, room_b, relay_id = await established(h)
-    for _ in range(0, 615, 5):
+    for _ in range(0, 15 + 30 + 5, 5):  # alice lapses after 15 s, her room ends 30 s later
         h.advance(5)
         await h.call("GET", f"/client/live/room/heartbeat/{room_b}", "bob")
         await h.sweep()

@@ -20,7 +20,7 @@ from livesignal.signal.ws.connection import Connection
 from livesignal.signal.ws.frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
 from livesignal.signal.ws.hub import SocketHub
 from tests.conftest import Connect, Harness, HarnessFactory, live_room
-from tests.test_ws_reader import frame
+from tests.signal.ws.test_frames import frame
 
 GRACE = 0.3  # CLOSE_GRACE in these tests
 
@@ -144,6 +144,7 @@ def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket_link, "CLOSE_GRACE", GRACE)
 
 
+@pytest.mark.both_backends
 async def test_a_client_gone_while_its_join_runs_leaves_no_ghost_member(
     make_harness: HarnessFactory, connect: Connect, raw_sockets: list[RawSocket]
 ) -> None:
@@ -218,7 +219,7 @@ async def test_a_protocol_error_reaches_a_client_still_sending_as_a_close_then_a
     """A frame over 64 KiB is refused with 1009 as soon as its length is known, while the
     client is still sending it: the server keeps reading (and dropping) what comes, so the
     client reads the close frame and then the end of the stream, not a reset."""
-    harness = await make_harness(backend="memory")
+    harness = await make_harness()
     raw = await RawSocket.open(harness, "alice")
     raw_sockets.append(raw)
     assert (await raw.head()).startswith(b"HTTP/1.1 101")
@@ -241,7 +242,7 @@ async def test_what_a_client_sends_before_the_101_is_answered_after_the_welcome(
 ) -> None:
     """PROTOCOL §4.1: the first frame from the server is the welcome, even for a client that
     sent frames together with its handshake."""
-    harness = await make_harness(backend="memory")
+    harness = await make_harness()
     early = text({"type": "ping"}) + frame(OP_PING, b"early") + text({"id": 1, "type": "x"})
     raw = await RawSocket.open(harness, "alice", after_head=early)
     raw_sockets.append(raw)
@@ -263,7 +264,7 @@ async def test_a_failure_while_admitting_answers_500_and_frees_the_socket_counts
 ) -> None:
     """An error no layer expected, while the upgrade is decided, is a 500 and a closed
     connection, as from any failing handler; the socket it would have been counts no more."""
-    harness = await make_harness({"limits": {"sockets_per_user": 1}}, backend="memory")
+    harness = await make_harness({"limits": {"sockets_per_user": 1}})
     relays = harness.services.relays
     pending = relays.pending
 
@@ -285,7 +286,7 @@ async def test_an_upgrade_head_over_the_limit_gets_the_parsers_400(
 ) -> None:
     """A /ws head with a header line over aiohttp's limit is refused as any request's would
     be, even when it arrives whole in one read."""
-    harness = await make_harness(backend="memory")
+    harness = await make_harness()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", harness.server.port))
@@ -302,7 +303,7 @@ async def test_an_upgrade_decided_while_the_server_shuts_down_is_refused_with_50
 ) -> None:
     """Shutdown closes every open socket with 1001; one still being admitted then gets a
     plain 503 instead of a socket nobody will close."""
-    harness = await make_harness(backend="memory")
+    harness = await make_harness()
     relays = harness.services.relays
     pending = relays.pending
     admitting = asyncio.Event()

@@ -1,4 +1,5 @@
-"""PROTOCOL §2: GET /server/auth/token signed with Qiniu MAC, and the credentials it mints.
+"""PROTOCOL §2, black box: client tokens, GET /server/auth/token signed with Qiniu MAC and the
+credentials it mints, and the user object.
 
 Signatures are computed here by hand (hmac/hashlib/base64) from the §2 formula.
 """
@@ -10,17 +11,100 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator
 
+import aiohttp
 import jwt
 import orjson
 import pytest
 
-from livesignal.settings import RtcSettings
-from livesignal.signal.model.auth import RtcTokenCodec
+from livesignal.client import SignalClient
 from tests.conftest import JWT_SECRET, Harness, HarnessFactory
+from tests.contract.helpers import check_user
 from tests.rest_helpers import assert_error, assert_ok
 
 AK, SK = "server-ak", "server-sk"
 HOST = "api.example.com"
+
+
+def unsigned_token(claims: dict[str, object]) -> str:
+    """A JWT with "alg": "none" and no signature: must never be accepted."""
+
+    def part(value: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(value)).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+# --- client tokens (Authorization on REST; /ws is tests/signal/ws/test_connection.py) -------------
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "not-a-jwt",
+        "Bearer ",
+        jwt.encode({"UserId": "alice", "exp": 4_000_000_000}, "another-secret-" * 3, "HS256"),
+        jwt.encode({"AppId": "x", "exp": 4_000_000_000}, JWT_SECRET, "HS256"),
+        unsigned_token({"UserId": "alice", "exp": 4_000_000_000}),
+    ],
+    ids=["garbage", "empty-bearer", "wrong-secret", "no-user-id", "alg-none"],
+)
+async def test_invalid_token_is_401(harness: Harness, token: str) -> None:
+    reply = await harness.call("GET", "/client/user/profile", token=token)
+    assert_error(reply, 401, 401)
+
+
+async def test_expired_token_is_http_401_code_499(harness: Harness) -> None:
+    token = harness.token("alice", ttl=60)
+    assert_ok(await harness.call("GET", "/client/user/profile", token=token))
+    harness.advance(61)
+    reply = await harness.call("GET", "/client/user/profile", token=token)
+    assert_error(reply, 401, 499)
+
+
+async def test_token_accepted_with_and_without_bearer(harness: Harness) -> None:
+    token = harness.token("alice")
+    for header in (token, f"Bearer {token}", f"bearer {token}"):
+        reply = await harness.call("GET", "/client/user/profile", token=header)
+        assert assert_ok(reply)["user_id"] == "alice"
+
+
+async def test_original_server_claim_names_are_accepted(harness: Harness) -> None:
+    """A token made by the original server (its claim names, our secret) keeps working."""
+    exp = int(harness.clock.now()) + 3600
+    claims = {"UserId": "legacy", "AppId": "app1", "DeviceId": "dev1", "Role": "", "exp": exp}
+    token = jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+    assert (
+        assert_ok(await harness.call("GET", "/client/user/profile", token=token))["user_id"]
+        == "legacy"
+    )
+
+
+async def test_harness_token_carries_the_documented_claims(harness: Harness) -> None:
+    token = harness.token("alice", role="admin", ttl=100)
+    claims = jwt.decode(token, JWT_SECRET, algorithms=["HS256"], options={"verify_exp": False})
+    assert claims["UserId"] == "alice"
+    assert claims["Role"] == "admin"
+    assert claims["exp"] == int(harness.clock.now()) + 100
+    assert {"AppId", "DeviceId"} <= set(claims)
+
+
+async def test_a_token_without_exp_is_refused(harness: Harness) -> None:
+    eternal = jwt.encode({"UserId": "alice", "Role": ""}, JWT_SECRET, algorithm="HS256")
+    reply = await harness.call("GET", "/client/user/profile", token=eternal)
+    assert_error(reply, 401, 401)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await harness.session.ws_connect(f"{harness.ws_url}?token={eternal}")
+    assert refused.value.status == 401
+    with pytest.raises(Exception):  # noqa: B017 - the client's own error for a refused upgrade
+        await SignalClient.connect(harness.ws_url, eternal)
+
+
+async def test_a_token_whose_exp_is_no_unix_time_is_refused(harness: Harness) -> None:
+    huge = jwt.encode({"UserId": "alice", "exp": 10**30}, JWT_SECRET, algorithm="HS256")
+    assert_error(await harness.call("GET", "/client/user/profile", token=huge), 401, 401)
+
+
+# --- GET /server/auth/token, signed with Qiniu MAC ------------------------------------------------
 
 
 @pytest.fixture
@@ -204,36 +288,6 @@ async def test_server_token_reply_echoes_x_reqid(h: Harness) -> None:
     assert (reply.body["request_id"], reply.headers["X-Reqid"]) == ("srv-1", "srv-1")
 
 
-# --- RTC room tokens: what the media gateway will accept ------------------------------------
-
-
-def test_rtc_token_round_trip_and_tampering() -> None:
-    codec = RtcTokenCodec(RtcSettings(app_id="app", access_key="ak1", secret_key="sk1"))
-    token = codec.issue("live_x", "alice", 1_000)
-    grant = codec.verify(token, 1_000)
-    assert (grant.app_id, grant.room_name, grant.user_id, grant.permission) == (
-        "app",
-        "live_x",
-        "alice",
-        "user",
-    )
-    assert grant.expire_at == 1_000 + 86400
-    access_key, sign, enc = token.split(":")
-    forged_payload = orjson.loads(base64.urlsafe_b64decode(enc))
-    forged_payload["roomName"] = "live_other"
-    forged_enc = base64.urlsafe_b64encode(orjson.dumps(forged_payload)).decode()
-    for bad in (
-        f"{access_key}:{sign}:{forged_enc}",
-        f"other-ak:{sign}:{enc}",
-        f"{access_key}:{sign}",
-        "garbage",
-    ):
-        with pytest.raises(ValueError):
-            codec.verify(bad, 1_000)
-    with pytest.raises(ValueError):
-        codec.verify(token, 1_000 + 86400)
-
-
 @pytest.mark.parametrize("size", [1, 60_000])
 async def test_signature_covers_a_body_of_any_size_up_to_64_kib(h: Harness, size: int) -> None:
     path = "/server/auth/token?user_id=u-8"
@@ -277,3 +331,30 @@ async def test_signed_body_over_64_kib_is_400(h: Harness) -> None:
         "Authorization": qiniu("GET", path, content_type="application/json", body=body),
     }
     assert_error(await h.call("GET", path, data=body, headers=headers), 400)
+
+
+# --- users ----------------------------------------------------------------------------------------
+
+
+async def test_user_object_everywhere(harness: Harness) -> None:
+    h = harness
+    profile = assert_ok(await h.call("GET", "/client/user/profile", "alice"))
+    check_user(profile)
+    assert profile["user_id"] == "alice" and profile["nick"] == "alice"
+    updated = assert_ok(
+        await h.call("PUT", "/client/user/user", "alice", json={"extends": {"a": "1"}})
+    )
+    assert updated["extends"] == {"a": "1"} and updated["nick"] == "alice"
+    updated = assert_ok(
+        await h.call("PUT", "/client/user/user", "alice", json={"nick": "A", "extends": {"b": "2"}})
+    )
+    assert updated["extends"] == {"a": "1", "b": "2"} and updated["nick"] == "A"
+    shown = assert_ok(await h.call("GET", "/client/user/user/alice", "bob"))
+    check_user(shown)
+    assert shown["im_userid"] == profile["im_userid"]
+    # Over REST a JSON array, as the original server and its SDKs (§2).
+    listed = assert_ok(await h.call("GET", "/client/user/users?user_ids=bob,alice", "bob"))
+    assert [u["user_id"] for u in listed] == ["bob", "alice"]
+    assert listed[1]["im_userid"] == profile["im_userid"]
+    assert listed[0]["im_userid"] != profile["im_userid"]
+    assert_error(await h.call("GET", "/client/user/user/nobody", "bob"), 404)

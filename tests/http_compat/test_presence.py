@@ -20,6 +20,9 @@ from tests.rest_helpers import (
     user_ids_in,
 )
 
+# Presence, its expiry and its counters are the store's: every test here runs on both backends.
+pytestmark = pytest.mark.both_backends
+
 TIMEOUT = 5.0 * 3  # default heartbeat_interval * missed_heartbeats
 CLOSE = 600.0  # default anchor_offline_close
 
@@ -51,14 +54,6 @@ async def test_join_of_a_created_room_is_allowed(harness: Harness) -> None:
     live_id = (await create_room(harness, "anchor"))["live_id"]
     room = await join(harness, "bob", live_id)
     assert (room["live_status"], room["online_count"], room["anchor_status"]) == (0, 1, 0)
-
-
-async def test_join_unknown_room_is_404_and_ended_room_is_601(harness: Harness) -> None:
-    assert_error(await harness.call("POST", "/client/live/room/user/live_nope", "bob"), 404)
-    live_id = await live_room(harness, "anchor")
-    assert_ok(await harness.call("POST", f"/client/live/room/{live_id}", "anchor"))
-    assert_error(await harness.call("POST", f"/client/live/room/user/{live_id}", "bob"), 409, 601)
-    assert "bob" not in await user_ids_in(harness, live_id)
 
 
 async def test_rejoining_while_present_changes_nothing(harness: Harness) -> None:
@@ -367,18 +362,6 @@ async def test_user_list_paging(harness: Harness) -> None:
     assert sorted(seen) == sorted(["anchor"] + [f"viewer{i}" for i in range(6)])
 
 
-async def test_user_list_errors(harness: Harness) -> None:
-    live_id = await live_room(harness, "anchor")
-    path = "/client/live/room/user_list"
-    assert_error(await harness.call("GET", path, "x"), 400)
-    assert_error(await harness.call("GET", path, "x", params={"live_id": "live_nope"}), 404)
-    for bad in ({"page_num": "0"}, {"page_size": "x"}, {"page_size": "-1"}):
-        reply = await harness.call("GET", path, "x", params={"live_id": live_id, **bad})
-        assert_error(reply, 400)
-    big = await harness.call("GET", path, "x", params={"live_id": live_id, "page_size": "1000"})
-    assert assert_ok(big)["page_total"] == 1
-
-
 # --- concurrency ---------------------------------------------------------------------------
 
 
@@ -386,7 +369,8 @@ async def test_concurrent_joins_by_one_user_leave_it_in_exactly_one_room(
     harness: Harness,
 ) -> None:
     rooms = [await live_room(harness, f"anchor{i}") for i in range(10)]
-    targets = [rooms[i % 10] for i in range(200)]
+    # 60 joins at once, 6 per room: on Redis every one conflicts with all the others.
+    targets = [rooms[i % 10] for i in range(60)]
     random.Random(7).shuffle(targets)
     token = harness.token("roamer")
     replies = await asyncio.gather(

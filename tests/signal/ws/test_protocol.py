@@ -6,7 +6,6 @@ import orjson
 
 from livesignal.signal.model.errors import NotFound
 from livesignal.signal.ws.protocol import (
-    AppPing,
     Malformed,
     Request,
     error_frame,
@@ -22,10 +21,6 @@ def test_requests_parse_with_int_or_string_ids_and_default_data() -> None:
     assert parse_frame('{"id": "a-1", "type": "user.profile"}') == Request(
         "a-1", "user.profile", {}
     )
-
-
-def test_app_level_ping() -> None:
-    assert parse_frame('{"type": "ping"}') == AppPing()
 
 
 def test_malformed_frames_name_what_is_wrong() -> None:

@@ -169,11 +169,12 @@ class Connection:
     # --- events from this node's fan-out --------------------------------------------------
     def on_room_event(self, event: RoomEvent, wire: bytes) -> bool:
         """Deliver one room event unless held back or already delivered; whether it went."""
-        out = self.session.room_event(event, wire)
+        session = self.session
+        out = session.room_event(event, wire)
         if out is None:
             return False
         self._write(out)
-        if self.session.attached is None:  # room.deleted: the socket let go of the room
+        if session.attached is None:  # room.deleted: the socket let go of the room
             self._leave_fanout(event.live_id)
         return True
 

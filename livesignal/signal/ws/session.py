@@ -25,7 +25,7 @@ from typing import Any
 from livesignal.signal.model import events
 from livesignal.signal.model.auth import Identity
 from livesignal.signal.model.errors import BadRequest
-from livesignal.signal.model.events import RoomEvent
+from livesignal.signal.model.events import ROOM_DELETED, RoomEvent
 from livesignal.signal.ws.frames import (
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
@@ -205,7 +205,7 @@ class SocketSession:
         if event.live_id != self.attached or event.seq <= self.room_seq:
             return None
         self.room_seq = event.seq
-        if event.name == events.ROOM_DELETED:
+        if event.name == ROOM_DELETED:
             self.let_go()
         return wire
 

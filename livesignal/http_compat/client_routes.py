@@ -36,6 +36,9 @@ ROUTES: list[tuple[str, str, str, bool]] = [
     ("GET", "/client/live/room/heartbeat/{live_id}", "room.heartbeat", False),
     ("GET", "/client/live/room/user_list", "room.user_list", False),
     ("GET", "/client/live/room/list", "room.list", False),
+    # PROTOCOL §8: both `/x` and `/x/` match (the SDKs send both).
+    ("GET", "/client/live/room/list/anchor", "room.anchor_list", False),
+    ("GET", "/client/live/room/list/anchor/", "room.anchor_list", False),
     ("PUT", "/client/live/room/extends", "room.extends", True),
     ("POST", "/client/live/room/user/{live_id}", "room.join", False),
     ("DELETE", "/client/live/room/user/{live_id}", "room.leave", False),

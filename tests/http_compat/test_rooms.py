@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.conftest import Harness, HarnessFactory
+from tests.conftest import Connect, Harness, HarnessFactory
 from tests.rest_helpers import (
     CST,
     PAGE_FIELDS,
@@ -490,3 +490,40 @@ async def test_search_paging(harness: Harness) -> None:
     second = await listed(harness, "/client/live/room", keyword="show", page_size=2, page_num=2)
     assert ids(first) + ids(second) == rooms[::-1]
     assert (first["page_total"], first["end_page"], second["end_page"]) == (2, False, True)
+
+
+# --- the anchor's own rooms (PROTOCOL §8.6) --------------------------------------------------
+
+ANCHOR_LIST = "/client/live/room/list/anchor"
+
+
+@pytest.mark.both_backends
+async def test_the_anchors_own_rooms_in_any_status_by_start_time_then_newest(
+    harness: Harness, connect: Connect
+) -> None:
+    plain = (await create_room(harness, "anchor"))["live_id"]  # start_time 0
+    later = (await create_room(harness, "anchor"))["live_id"]  # 0 too: newer created first
+    scheduled = (await create_room(harness, "anchor", start_at=1_800_000_000))["live_id"]
+    live = await live_room(harness, "anchor")  # live and ended started at the same second:
+    ended = await live_room(harness, "anchor")  # the newer one comes first
+    assert_ok(await harness.call("POST", f"/client/live/room/{ended}", "anchor"))
+    gone = (await create_room(harness, "anchor"))["live_id"]
+    assert_ok(await harness.call("DELETE", f"/client/live/room/instance/{gone}", "anchor"))
+    await create_room(harness, "someone else")
+
+    page = await listed(harness, ANCHOR_LIST, "anchor")
+    assert set(page) == PAGE_FIELDS
+    assert ids(page) == [scheduled, ended, live, later, plain]
+    assert [room["live_status"] for room in page["list"]] == [0, 2, 1, 0, 0]
+    assert all(set(room) == ROOM_FIELDS for room in page["list"])
+    assert all(room["push_url"] for room in page["list"])  # the caller is their anchor
+    assert (page["total_count"], page["page_total"], page["end_page"]) == (5, 1, True)
+
+    second = await listed(harness, ANCHOR_LIST + "/", "anchor", page_num=2, page_size=2)
+    assert ids(second) == [live, later]
+    assert (second["total_count"], second["page_total"], second["end_page"]) == (5, 3, False)
+    assert ids(await listed(harness, ANCHOR_LIST, "nobody")) == []
+
+    client = await connect(harness, "anchor")
+    over_socket = await client.request("room.anchor_list", page_size=2)
+    assert [room["live_id"] for room in over_socket["list"]] == [scheduled, ended]

@@ -147,6 +147,10 @@ class Store(Protocol):
 
     async def rooms_with_status(self, statuses: Iterable[RoomStatus]) -> list[Room]: ...
 
+    async def rooms_of_anchor(self, anchor_id: str) -> list[Room]:
+        """Every room the user anchors, whatever its status (deleted ones are gone)."""
+        ...
+
     async def present_members(self, live_id: str, now: float) -> list[Member]:
         """Members present at `now`, in join order."""
         ...

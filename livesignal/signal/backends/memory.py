@@ -188,7 +188,9 @@ class MemoryTx:
         return self._store._user_room.get(user_id)
 
     async def open_rooms(self, anchor_id: str) -> int:
-        return len(self._store._open_by_anchor.get(anchor_id, ()))
+        store = self._store
+        mine = store._by_anchor.get(anchor_id, ())
+        return sum(1 for live_id in mine if store._rooms[live_id].status != RoomStatus.ENDED)
 
     async def seq(self, live_id: str) -> int:
         self.rooms_seen.add(live_id)
@@ -234,7 +236,7 @@ class MemoryStore:
         self._rooms: dict[str, Room] = {}
         # live_ids by status, so listing live rooms does not walk every room ever created
         self._by_status: dict[RoomStatus, dict[str, None]] = {s: {} for s in RoomStatus}
-        self._open_by_anchor: dict[str, set[str]] = {}  # anchor -> live_ids not ended
+        self._by_anchor: dict[str, dict[str, None]] = {}  # anchor -> live_ids, created order
         self._visitors: dict[str, set[str]] = {}  # live_id -> users who ever joined (uv)
         self._members: dict[str, dict[str, Member]] = {}  # live_id -> user_id -> member
         self._user_room: dict[str, str] = {}  # user_id -> live_id
@@ -304,27 +306,20 @@ class MemoryStore:
             self._by_status[room.status][room.live_id] = None
             self._members.setdefault(room.live_id, {})
             self._visitors.setdefault(room.live_id, set())
-            if room.status != RoomStatus.ENDED:
-                self._open_by_anchor.setdefault(room.anchor_id, set()).add(room.live_id)
+            self._by_anchor.setdefault(room.anchor_id, {})[room.live_id] = None
         elif previous.status != room.status:
             del self._by_status[previous.status][room.live_id]
             self._by_status[room.status][room.live_id] = None
-            if room.status == RoomStatus.ENDED:
-                self._close_for_anchor(room)
         self._rooms[room.live_id] = room
-
-    def _close_for_anchor(self, room: Room) -> None:
-        open_rooms = self._open_by_anchor.get(room.anchor_id)
-        if open_rooms is not None:
-            open_rooms.discard(room.live_id)
-            if not open_rooms:
-                del self._open_by_anchor[room.anchor_id]
 
     def _drop_room(self, live_id: str) -> None:
         room = self._rooms.pop(live_id, None)
         if room is not None:
             del self._by_status[room.status][live_id]
-            self._close_for_anchor(room)
+            mine = self._by_anchor.get(room.anchor_id, {})
+            mine.pop(live_id, None)
+            if not mine:
+                self._by_anchor.pop(room.anchor_id, None)
         self._visitors.pop(live_id, None)
         for user_id in self._members.pop(live_id, {}):
             if self._user_room.get(user_id) == live_id:
@@ -400,6 +395,9 @@ class MemoryStore:
     async def get_member(self, user_id: str, live_id: str) -> Member | None:
         member = self._members.get(live_id, {}).get(user_id)
         return member.snapshot() if member is not None else None
+
+    async def rooms_of_anchor(self, anchor_id: str) -> list[Room]:
+        return [self._rooms[live_id] for live_id in self._by_anchor.get(anchor_id, ())]
 
     async def rooms_with_status(self, statuses: Iterable[RoomStatus]) -> list[Room]:
         rooms = self._rooms

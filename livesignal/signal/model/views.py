@@ -19,6 +19,11 @@ def user_view(user: User) -> dict[str, Any]:
     }
 
 
+def start_time(room: Room) -> int:
+    """A room's `start_time`: when it went live, else when it is scheduled to (0: neither)."""
+    return _time_or_schedule(room.started_at, room.scheduled_start)
+
+
 def _time_or_schedule(actual: float | None, scheduled: int | None) -> int:
     if actual is not None:
         return int(actual)
@@ -48,7 +53,7 @@ def room_view(
         "anchor_status": 1 if anchor_present else 0,
         "pk_id": pk_id,
         "online_count": online_count,
-        "start_time": _time_or_schedule(room.started_at, room.scheduled_start),
+        "start_time": start_time(room),
         "end_time": _time_or_schedule(room.ended_at, room.scheduled_end),
         "chat_id": room.chat_id,
         "push_url": push_url,

@@ -117,6 +117,10 @@ async def room_list(s: Services, c: Call) -> dict[str, Any]:
     return await s.rooms.list_live(c.caller, c.params.page())
 
 
+async def room_anchor_list(s: Services, c: Call) -> dict[str, Any]:
+    return await s.rooms.list_of_anchor(c.caller, c.params.page())
+
+
 async def room_join(s: Services, c: Call) -> dict[str, Any]:
     live_id = c.params.text("live_id")
     if c.socket is None:
@@ -303,6 +307,7 @@ OPERATIONS: dict[str, Handler] = {
     "room.delete": room_delete,
     "room.search": room_search,
     "room.list": room_list,
+    "room.anchor_list": room_anchor_list,
     "room.join": room_join,
     "room.resume": room_resume,
     "room.leave": room_leave,

@@ -26,7 +26,7 @@ from livesignal.signal.model.errors import (
 from livesignal.signal.model.events import Replay
 from livesignal.signal.model.params import Page, paged
 from livesignal.signal.model.records import Room, RoomStatus, User
-from livesignal.signal.model.views import room_view, user_view
+from livesignal.signal.model.views import room_view, start_time, user_view
 from livesignal.signal.services.context import ServiceContext
 from livesignal.signal.services.presence import Hold, Joined, PresenceService
 from livesignal.signal.services.relay import RelayService
@@ -140,6 +140,13 @@ class RoomService:
             reverse=True,
         )
         return await self._render_page(live + created, page, caller)
+
+    async def list_of_anchor(self, caller: Identity, page: Page) -> dict[str, Any]:
+        """The rooms the caller anchors, any status (PROTOCOL §8.6): by start_time, newest
+        first, ties broken by creation order (newest first)."""
+        rooms = await self._ctx.store.rooms_of_anchor(caller.user_id)
+        rooms.sort(key=lambda room: (start_time(room), room.create_order), reverse=True)
+        return await self._render_page(rooms, page, caller)
 
     async def _render_page(self, rooms: list[Room], page: Page, caller: Identity) -> dict[str, Any]:
         result = paged(rooms, page)

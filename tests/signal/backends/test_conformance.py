@@ -204,6 +204,34 @@ async def test_rooms_by_status_and_open_rooms_per_anchor(engine: Engine) -> None
     assert await store.rooms_with_status([RoomStatus.CREATED]) == []
 
 
+async def test_rooms_of_an_anchor_are_all_of_theirs_in_any_status_until_deleted(
+    engine: Engine,
+) -> None:
+    store = engine.store
+    first = new_room("a1", status=RoomStatus.CREATED)
+    first.create_order = 1
+    ended = new_room("a2", status=RoomStatus.ENDED)
+    ended.create_order = 2
+    live = new_room("a3")
+    live.create_order = 3
+    await put(engine, first, ended, live, new_room("b1", anchor="bob"))
+
+    async def ids(anchor: str) -> list[str]:
+        return [room.live_id for room in await store.rooms_of_anchor(anchor)]
+
+    assert await ids("alice") == ["a1", "a2", "a3"]  # every status, in creation order
+    assert await ids("bob") == ["b1"]
+    assert await ids("carol") == []
+
+    async def drop(tx: Tx) -> None:
+        room = await tx.room("a2")
+        assert room is not None
+        tx.drop_room(room)
+
+    await store.transact(drop)
+    assert await ids("alice") == ["a1", "a3"]
+
+
 async def test_members_their_order_presence_and_lapse(engine: Engine) -> None:
     store = engine.store
     await put(engine, new_room("r1"))

@@ -133,6 +133,7 @@ TABLE: dict[str, Row] = {
     "room.delete": Row(ids=ROOM, bad=bad("live_id", REQUIRED_TEXT), outcomes=not_found(OUTSIDER)),
     "room.search": Row(bad=bad("keyword", OPTIONAL_TEXT) + PAGING),
     "room.list": Row(bad=PAGING),
+    "room.anchor_list": Row(bad=PAGING),
     "room.join": Row(
         ids=ROOM,
         bad=bad("live_id", REQUIRED_TEXT),

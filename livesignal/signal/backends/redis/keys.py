@@ -76,6 +76,11 @@ def anchor_open_rooms(anchor_id: str) -> str:
     return f"{PREFIX}user:{anchor_id}:open_rooms"
 
 
+def anchor_rooms(anchor_id: str) -> str:
+    """Every room the user anchors, any status, until deleted (GET .../room/list/anchor)."""
+    return f"{PREFIX}user:{anchor_id}:rooms"
+
+
 def relay(relay_id: str) -> str:
     return f"{PREFIX}relay:{relay_id}"
 

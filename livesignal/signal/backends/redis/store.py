@@ -139,6 +139,11 @@ class RedisStore:
         raw = await guarded(self.redis.hget(keys.member(live_id, user_id), "d"))
         return codec.load_member(live_id, user_id, raw) if raw is not None else None
 
+    async def rooms_of_anchor(self, anchor_id: str) -> list[Room]:
+        live_ids = await guarded(self.redis.smembers(keys.anchor_rooms(anchor_id)))
+        rooms = await self._rooms([keys.text(live_id) for live_id in live_ids])
+        return sorted(rooms, key=lambda room: room.create_order)
+
     async def rooms_with_status(self, statuses: Iterable[RoomStatus]) -> list[Room]:
         live_ids: list[str] = []
         for status in dict.fromkeys(statuses):

@@ -162,6 +162,7 @@ class RedisTx:
         open_key = keys.anchor_open_rooms(room.anchor_id)
         if before is None:  # a new room
             self._ops.append(["SADD", keys.rooms_with_status(status), live_id])
+            self._ops.append(["SADD", keys.anchor_rooms(room.anchor_id), live_id])
             if room.status != RoomStatus.ENDED:
                 self._ops.append(["SADD", open_key, live_id])
         elif int(before[0]) != status:
@@ -176,6 +177,7 @@ class RedisTx:
         live_id = room.live_id
         self._ops.append(["SREM", keys.rooms_with_status(int(room.status)), live_id])
         self._ops.append(["SREM", keys.anchor_open_rooms(room.anchor_id), live_id])
+        self._ops.append(["SREM", keys.anchor_rooms(room.anchor_id), live_id])
         member_prefix = keys.member(live_id, "")
         at_example = keys.user_at("\x00")
         at_prefix, _, at_suffix = at_example.partition("\x00")

@@ -93,7 +93,7 @@ class GuardedRequestHandler(web.RequestHandler):
 
     With `take_upgrade` (the app's WS_UPGRADES), a request head that may be `GET /ws` is held
     back from aiohttp until it is whole; a WebSocket upgrade is then handed over, transport
-    and all, to the WebSocket layer (signal/socket_link.py), and aiohttp lets go of the
+    and all, to the WebSocket layer (signal/ws/link.py), and aiohttp lets go of the
     connection as it does when a peer disconnects (with the transport detached first, so that
     it stays open). Anything else is fed to aiohttp as it arrived.
 

@@ -1,12 +1,12 @@
 """One `/ws` connection's transport once the HTTP server has handed it over (PROTOCOL §4).
 
-The HTTP server (http_server.py) recognises a `/ws` upgrade from the request head and gives
+The HTTP server (livesignal/http/server.py) recognises a `/ws` upgrade from the request head and gives
 the TCP transport to a `SocketLink`, so that an open WebSocket costs its transport, this
 object and its `Connection`, instead of aiohttp's whole HTTP machinery for the socket's life
 (request, parser, response, reader and writer objects, two tasks and a stack of coroutine
 frames: about two thirds of what an idle socket used to cost).
 
-The link reads frames (ws_reader.py) and hands whole messages to its Connection; outgoing
+The link reads frames (frames.py) and hands whole messages to its Connection; outgoing
 frames are written by the Connection straight into `transport`. It runs the closing
 handshake: after sending a close frame it keeps reading until the peer answers with its own
 (then closes the TCP connection, as RFC 6455 §7.1.1 has the server do), or cuts the

@@ -1,4 +1,4 @@
-"""The Store + Broker contract (store/base.py, broker/base.py), held by every backend.
+"""The Store + Broker contract (livesignal/signal/backends/base.py), held by every backend.
 
 Written against the interfaces only; the `engine` fixture follows the test's backend, and every
 test is marked both_backends, so the embedded memory store and the Redis store answer to the same

@@ -1,4 +1,4 @@
--- Commit one store step atomically (livesignal/signal/redis/store.py builds the plan).
+-- Commit one store step atomically (livesignal/signal/backends/redis/tx.py builds the plan).
 --
 -- ARGV[1] is a JSON plan:
 --   checks  [[key, version]]      each record the step read must still be at that version

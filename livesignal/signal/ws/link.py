@@ -1,6 +1,6 @@
 """One `/ws` connection's transport once the HTTP server has handed it over (PROTOCOL §4).
 
-The HTTP server (livesignal/http/server.py) recognises a `/ws` upgrade from the request head and gives
+The HTTP server (http/server.py) recognises a `/ws` upgrade from the request head and gives
 the TCP transport to a `SocketLink`, so that an open WebSocket costs its transport, this
 object and its `Connection`, instead of aiohttp's whole HTTP machinery for the socket's life
 (request, parser, response, reader and writer objects, two tasks and a stack of coroutine
